@@ -1,0 +1,24 @@
+"""sdc: statistical disclosure control for a secure research workspace.
+
+``sdc.table(...)`` computes a table's per-cell evidence with DuckDB, applies a policy's primary
+rules, protects the unsafe cells (secondary suppression, or rounding) and proves the protection
+with an LP audit.  ``sdc.load_policy(name_or_file)`` loads a rule set.
+"""
+
+from sdc.errors import PolicyError, SdcError, SourceError, TableSpecError
+from sdc.policy import Policy, list_policies, load_policy
+from sdc.table import Cell, CheckedTable, table, table_from_spec
+
+__all__ = [
+    "table",
+    "table_from_spec",
+    "CheckedTable",
+    "Cell",
+    "load_policy",
+    "list_policies",
+    "Policy",
+    "SdcError",
+    "PolicyError",
+    "SourceError",
+    "TableSpecError",
+]

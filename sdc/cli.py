@@ -1,0 +1,150 @@
+"""The ``sdc`` command line: a thin shell around :func:`sdc.table` and the policies.
+
+    sdc table DATA --rows A[,B] [--cols C[,D]] [--value V --stat sum|mean|count|median|pNN|min|max]
+              [--unit ID] [--hierarchy CHILD:PARENT]... [--policy NAME|FILE.toml]
+              [--format json|csv|html|xlsx] [-o FILE] [--reveal]
+    sdc policies [--json]
+
+DATA is a Parquet file, folder or glob, a CSV file, or a SQL query (``"SELECT ... FROM
+'x.parquet'"``, run by an in-memory DuckDB).  Bad input exits with status 2 and one line on
+stderr (``sdc: error: ...``); set ``SDC_DEBUG=1`` to get the traceback of an internal error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Sequence
+
+__all__ = ["main", "build_parser"]
+
+
+class _OneLineError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line, not usage + message."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise _OneLineError(f"{message} (see '{self.prog} --help')")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="sdc", description="Statistical disclosure control: checked tables and policies.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    t = sub.add_parser("table", help="compute a table with all margins and check it against a policy",
+                       description="Compute a table with all margins and check it against a policy.")
+    t.add_argument("data", metavar="DATA", help="Parquet file/folder/glob, CSV file, or a SQL query")
+    t.add_argument("--rows", required=True, help="row dimension column(s), comma separated")
+    t.add_argument("--cols", default="", help="column dimension column(s), comma separated")
+    t.add_argument("--value", default=None, help="value column (for sum, mean, median, pNN, min, max)")
+    t.add_argument("--stat", default=None, help="count (default without --value), sum, mean (default with "
+                   "--value), median, pNN, min, max")
+    t.add_argument("--unit", default=None, help="unit id column: rows are summed per unit first")
+    t.add_argument("--hierarchy", action="append", default=[], metavar="CHILD:PARENT",
+                   help="CHILD is nested in PARENT (repeatable); subtotals become cells")
+    t.add_argument("--policy", default="acro", help="shipped policy name or a .toml file (default: acro)")
+    t.add_argument("--format", default=None, choices=["json", "csv", "html", "xlsx"],
+                   help="output format (default: from -o's suffix, else json)")
+    t.add_argument("-o", "--output", default=None, metavar="FILE", help="write to FILE instead of stdout")
+    t.add_argument("--reveal", action="store_true",
+                   help="JSON only: add true values of suppressed cells (for a checker's eyes only)")
+
+    pp = sub.add_parser("policies", help="list the shipped policies with their numbers",
+                        description="List the shipped policies with their numbers.")
+    pp.add_argument("--json", action="store_true", help="print the policies as JSON")
+    return p
+
+
+def _cmd_table(a: argparse.Namespace) -> int:
+    from sdc.errors import SdcError
+    from sdc.table import table
+
+    fmt = a.format
+    if fmt is None:
+        suffix = os.path.splitext(a.output or "")[1].lstrip(".").lower()
+        fmt = suffix if suffix in ("json", "csv", "html", "xlsx") else "json"
+    if fmt == "xlsx" and not a.output:
+        raise SdcError("--format xlsx needs -o FILE (XLSX is binary)")
+    if a.reveal and fmt != "json":
+        raise SdcError("--reveal only applies to --format json")
+    stat = a.stat or ("mean" if a.value else "count")
+    t = table(a.data, rows=a.rows, cols=a.cols or (), value=a.value, stat=stat, unit=a.unit,
+              hierarchy=a.hierarchy or None, policy=a.policy)
+    if fmt == "json":
+        text = t.to_json_str(reveal=a.reveal) + "\n"
+    elif fmt == "csv":
+        text = t.to_csv()
+    elif fmt == "html":
+        text = t.to_html(full_page=True) + "\n"
+    else:
+        t.to_xlsx(a.output)
+        return 0
+    if a.output:
+        with open(a.output, "w", encoding="utf-8") as f:
+            f.write(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _cmd_policies(a: argparse.Namespace) -> int:
+    from sdc.policy import list_policies
+
+    pols = list_policies()
+    if a.json:
+        sys.stdout.write(json.dumps([p.to_json() | {"source": p.source} for p in pols], indent=1) + "\n")
+        return 0
+    for p in pols:
+        sys.stdout.write(f"{p.name}\n  {p.title}\n  {p.summary()}\n  source: {p.source}\n")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point (``sdc = "sdc.cli:main"``); returns the exit status."""
+    import duckdb
+
+    from sdc.errors import SdcError
+
+    parser = build_parser()
+    try:
+        a = parser.parse_args(argv)
+        if a.command is None:
+            parser.print_help()
+            return 2
+        if a.command == "table":
+            return _cmd_table(a)
+        return _cmd_policies(a)
+    except (_OneLineError, SdcError) as e:
+        return _fail(str(e))
+    except duckdb.Error as e:
+        return _fail(f"DuckDB: {_first_line(e)}")
+    except (OSError, UnicodeError) as e:
+        return _fail(f"{e.strerror or e}: {e.filename}" if getattr(e, "filename", None) else str(e))
+    except KeyboardInterrupt:
+        return 130
+    except SystemExit as e:  # --help
+        return int(e.code or 0)
+    except Exception as e:  # noqa: BLE001 - the contract: never a traceback
+        if os.environ.get("SDC_DEBUG"):
+            raise
+        return _fail(f"internal error ({type(e).__name__}): {_first_line(e)}; rerun with SDC_DEBUG=1", code=3)
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else type(e).__name__
+
+
+def _fail(msg: str, code: int = 2) -> int:
+    msg = " ".join(msg.split())  # one line, whatever the message contained
+    sys.stderr.write(f"sdc: error: {msg}\n")
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
