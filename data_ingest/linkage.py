@@ -58,7 +58,7 @@ def _ds_info(store: Store, name: str, version: str) -> dict[str, Any]:
         "dataset": name, "version": version, "dir": d, "files": [str(p) for p in store.data_files(name, version)],
         "unit_id": uid.get("column"), "kind": uid.get("kind"),
         "spine": bool(md.get("provenance", {}).get("spec", {}).get("dataset", {}).get("spine", False)),
-        "keys": d / LINKAGE_KEYS if (d / LINKAGE_KEYS).exists() else None,
+        "keys": sorted(d.glob(LINKAGE_KEYS)) or None,
         "records": md.get("number_of_records"), "units": md.get("number_of_units"),
         "status": (md.get("link_status") or {}).get(uid.get("column"), {}) if uid else {},
     }

@@ -161,3 +161,28 @@ def read_footer(path) -> dict[str, Any] | None:
     kv = pq.read_metadata(path).metadata or {}
     raw = kv.get(FOOTER_KEY.encode())
     return json.loads(raw) if raw else None
+
+
+def write_parquet(df: pl.DataFrame, path, md: dict[str, Any], compression: str = "zstd") -> None:
+    """Write a frame with the record in the footer and each variable's label (and value labels)
+    as Arrow field metadata. Pseudonym columns (random hex: incompressible) are stored without
+    compression or dictionary, which saves time for nothing lost."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    t = df.to_arrow()
+    by_name = {v["name"]: v for v in md.get("variables", [])}
+    fields = []
+    for f in t.schema:
+        v = by_name.get(f.name, {})
+        meta = {"label": v.get("title", f.name)}
+        if v.get("value_labels"):
+            meta["value_labels"] = json.dumps(v["value_labels"])
+        if v.get("description"):
+            meta["description"] = v["description"]
+        fields.append(f.with_metadata(meta))
+    t = t.cast(pa.schema(fields, metadata=footer(md)))
+    random = {n for n, v in by_name.items() if v.get("pseudonym_kind")}
+    codec = "none" if compression == "uncompressed" else compression
+    pq.write_table(t, path, compression={n: ("none" if n in random else codec) for n in t.column_names},
+                   use_dictionary=[n for n in t.column_names if n not in random], write_statistics=False)

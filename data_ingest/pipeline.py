@@ -30,7 +30,7 @@ from . import FORMAT_VERSION, __version__
 from . import objections as obj
 from .errors import IngestError
 from .keys import default_key_file, load_key
-from .metadata import PSEUDONYM_METHOD, dataset_record, footer, variables
+from .metadata import PSEUDONYM_METHOD, dataset_record, variables, write_parquet
 from .rules import (
     STATUS_MISSING,
     bands_expr,
@@ -41,6 +41,7 @@ from .rules import (
     kind_key,
     link_status_expr,
     normalise_id_expr,
+    POSTCODE6,
     normalise_postcode_expr,
     postcode4_expr,
     postcode_bad_expr,
@@ -51,7 +52,7 @@ from .sources import Source, delimiter_hint, file_sha256, locate_bad_utf8, locat
 from .spec import Column, Spec, load_spec
 from .store import Store, write_json
 
-LINKAGE_KEYS = "_linkage/keys.parquet"
+LINKAGE_KEYS = "_linkage/keys-*.parquet"
 
 
 class Reporter:
@@ -152,7 +153,8 @@ def _type_message(c: Column) -> str:
         " number" if c.type in ("int", "float") else "")
 
 
-def column_checks(c: Column, value: pl.Expr, parse_bad: pl.Expr | None) -> list[Check]:
+def column_checks(c: Column, value: pl.Expr, parse_bad: pl.Expr | None,
+                  postcode_ok: pl.Expr | None = None) -> list[Check]:
     """Validation rules of one column, as vectorised 'bad value' masks."""
     raw = pl.col(c.source).cast(pl.String)
     checks: list[Check] = []
@@ -174,7 +176,8 @@ def column_checks(c: Column, value: pl.Expr, parse_bad: pl.Expr | None) -> list[
         checks.append(Check(c.source, (value > hi).fill_null(False), raw,
                             f"{{value}} is above the maximum {c.max}", c.on_invalid))
     if c.to == "pc4" or c.link == "postcode":
-        checks.append(Check(c.source, postcode_bad_expr(value), raw,
+        bad = postcode_bad_expr(value) if postcode_ok is None else value.is_not_null() & ~postcode_ok
+        checks.append(Check(c.source, bad, raw,
                             "'{value}' is not a 6-character postcode like 1234AB", c.on_invalid))
     return checks
 
@@ -185,13 +188,13 @@ def _bound(b, typ):
     return pl.lit(b)
 
 
-def generalise(c: Column, value: pl.Expr) -> pl.Expr:
+def generalise(c: Column, value: pl.Expr, postcode_ok: pl.Expr | None = None) -> pl.Expr:
     if c.to == "year":
         return date_year_expr(value)
     if c.to == "year-month":
         return date_year_month_expr(value)
     if c.to == "pc4":
-        return postcode4_expr(value)
+        return postcode4_expr(value) if postcode_ok is None else pl.when(postcode_ok).then(value.str.slice(0, 4))
     if c.to == "bands":
         return bands_expr(value, c.bands or ())
     if c.to == "topcode":
@@ -209,9 +212,14 @@ def fingerprint(spec: Spec, source_sha: str, kid: str, objections_digest: str) -
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
+SLICE_ROWS = 2_000_000  # rows computed and written per part file (bounds memory, drives progress)
+EXACT_UNITS_UP_TO = 5_000_000  # above this many records the unit count is a HyperLogLog estimate
+
+
 def add(source: str | Path, spec: str | Path | Spec, store: str | Path | Store,
         key_file: str | Path | None = None, objections: str | Path | None = None,
-        reporter: Reporter | None = None, compression: str = "lz4") -> AddResult:
+        reporter: Reporter | None = None, compression: str = "lz4",
+        slice_rows: int = SLICE_ROWS) -> AddResult:
     """Ingest ``source`` as a new version of the spec's dataset (or find the identical one)."""
     t0 = time.perf_counter()
     rep = reporter or Reporter()
@@ -249,71 +257,11 @@ def add(source: str | Path, spec: str | Path | Spec, store: str | Path | Store,
             md = store.metadata(spec.dataset, existing)
             return AddResult(spec.dataset, existing, reused=True, rows_in=md.get("provenance", {}).get("rows_in", 0),
                              rows_out=md.get("number_of_records", 0), units=md.get("number_of_units"),
-                             seconds=time.perf_counter() - t0, dropped_unnamed=unnamed,
-                             path=store.version_dir(spec.dataset, existing))
+                             status=md.get("link_status", {}), seconds=time.perf_counter() - t0,
+                             dropped_unnamed=unnamed, path=store.version_dir(spec.dataset, existing))
 
-        # Typed values and checks.
-        values: dict[str, pl.Expr] = {}
-        checks: list[Check] = []
-        for c in spec.columns:
-            if c.action == "drop" and not c.link:
-                continue
-            v, bad = _parse(c, schema[c.source], spec.decimal_comma)
-            if c.action in ("keep", "generalise") or c.link:
-                cs = column_checks(c, v, bad)
-            else:  # pseudonymised identifiers are checked by their kind; emptied ones not at all
-                cs = []
-            checks += cs
-            for ch in cs:
-                if ch.on_invalid == "null":
-                    v = pl.when(ch.bad).then(None).otherwise(v)
-            values[c.source] = v
-
-        with rep.stage(f"validating {src.n_rows or ''} rows".replace("  ", " ")):
-            n_rows, nulled, temporal = _validate(src, spec, checks, values)
-
-        # The main pass.
-        lf = src.lf
-        need_rid = bool(spec.link_columns and spec.unit_id)
-        if need_rid:
-            lf = lf.with_row_index("_rid")
-        tmp = {}
-        for c in spec.columns:
-            if c.source in values:
-                tmp[c.source] = f"__v_{len(tmp)}"
-        lf = lf.with_columns([values[s].alias(n) for s, n in tmp.items()])
-        out: list[pl.Expr] = []
-        unit_h = None
-        for c in spec.columns:
-            if c.action == "drop":
-                continue
-            v = pl.col(tmp[c.source])
-            if c.action == "pseudonymise":
-                n = normalise_id_expr(v, c.kind)
-                lf = lf.with_columns(n.alias(f"__n_{c.name}"))
-                n = pl.col(f"__n_{c.name}")
-                lf = lf.with_columns(id_valid_expr(n, c.kind).alias(f"__ok_{c.name}"),
-                                     pseudonym_expr(n, kind_key(master, c.kind)).alias(f"__h_{c.name}"))
-                ok, h = pl.col(f"__ok_{c.name}"), pl.col(f"__h_{c.name}")
-                if c.name == spec.unit_id:
-                    unit_h = h
-                out += [pl.when(ok).then(h).alias(c.name), link_status_expr(n, ok).alias(c.status_column)]
-            elif c.action == "generalise":
-                out.append(generalise(c, v).alias(c.name))
-            elif c.action == "empty":
-                out.append(pl.lit(None, dtype=pl.String).alias(c.name))
-            else:
-                out.append(v.alias(c.name))
-        if spec.unit_id_created:
-            out = [pl.lit(None, dtype=pl.String).alias(spec.unit_id),
-                   pl.lit(STATUS_MISSING).alias(f"{spec.unit_id}_status")] + out
-        if unit_h is not None and objectors.len():
-            lf = lf.filter(~unit_h.is_in(objectors.implode()).fill_null(False))  # no id: not an objector
-        if need_rid:
-            out.append(pl.col("_rid").cast(pl.Int64))
-        data = lf.select(out)
-        out_schema = dict(data.collect_schema())
-
+        plan = _plan(spec, schema, master)
+        out_schema = dict(src.lf.head(0).pipe(plan.compute).select(plan.out).collect_schema())
         vars_ = variables(spec, out_schema, src.labels, src.value_labels)
         provenance = {
             "source_file": source.name, "source_format": src.format, "source_sha256": source_sha,
@@ -330,30 +278,265 @@ def add(source: str | Path, spec: str | Path | Spec, store: str | Path | Store,
         }
         with store.claim_version(spec.dataset) as (version, target):
             static = dataset_record(spec, version, vars_, provenance, deidentification=deid)
-            with rep.stage(f"checking ids, pseudonymising, generalising, writing {n_rows:,} rows"):
-                _sink(data, stage / "part-0.parquet", compression, footer(static), src)
-            if need_rid:
-                with rep.stage("writing linkage keys"):
-                    _write_link_keys(lf, spec, tmp, stage)
-            with rep.stage("counting"):
-                stats = _stats(stage / "part-0.parquet", spec)
-            rows_out = stats["number_of_records"]
-            provenance.update(rows_in=n_rows, objector_records_removed=n_rows - rows_out,
-                              values_set_to_null=nulled,
+            acc = _run(src, spec, plan, objectors, stage, compression, static, slice_rows, rep)
+            rows_out = acc.records
+            stats: dict[str, Any] = {"number_of_records": rows_out, "link_status": acc.status(spec)}
+            if spec.unit_id:
+                units, approx = acc.units()
+                stats["number_of_units"] = units
+                stats["number_of_units_note"] = ("distinct valid pseudonyms of the unit id (records without one "
+                                                 "are not counted)" + ("; a HyperLogLog estimate" if approx else ""))
+            provenance.update(rows_in=acc.rows, objector_records_removed=acc.rows - rows_out,
+                              values_set_to_null=acc.nulled(),
                               created=datetime.now(UTC).isoformat(timespec="seconds"))
-            if temporal:
-                stats["temporal_coverage"] = temporal
+            if acc.tmin is not None:
+                stats["temporal_coverage"] = {"start": str(acc.tmin), "end": str(acc.tmax)}
             md = dataset_record(spec, version, vars_, provenance, stats=stats, deidentification=deid)
             write_json(stage / "metadata.json", md)
             store.commit_version(stage, target)
         if new_obj is not None:
             obj.register(store, kind, new_obj)
 
-    return AddResult(spec.dataset, version, reused=False, rows_in=n_rows, rows_out=rows_out,
-                     units=stats.get("number_of_units"), objectors_removed=n_rows - rows_out,
-                     status=stats.get("link_status", {}), dropped_unnamed=unnamed,
-                     dropped=[c.source for c in spec.columns if c.action == "drop"], nulled=nulled,
+    return AddResult(spec.dataset, version, reused=False, rows_in=acc.rows, rows_out=rows_out,
+                     units=stats.get("number_of_units"), objectors_removed=acc.rows - rows_out,
+                     status=stats["link_status"], dropped_unnamed=unnamed,
+                     dropped=[c.source for c in spec.columns if c.action == "drop"], nulled=acc.nulled(),
                      seconds=time.perf_counter() - t0, path=store.version_dir(spec.dataset, version))
+
+
+@dataclass
+class Plan:
+    """What to compute from a slice of the source: typed values, identifier columns (normalised,
+    valid, pseudonym), one boolean column per check, and the output and linkage-key columns."""
+
+    spec: Spec
+    steps: list[list[pl.Expr]]  # successive with_columns
+    checks: list[Check]
+    out: list[pl.Expr]
+    link_keys: list[pl.Expr]
+    unit_h: str | None
+    unit_key: pl.Expr | None
+    pseudonymised: list[Column]
+    temporal: str | None
+    needed: list[str]
+
+    def compute(self, lf: pl.LazyFrame, offset: int = 0) -> pl.LazyFrame:
+        lf = lf.select(self.needed)
+        if self.link_keys:  # a stable record id (row in the source) for linkage
+            lf = lf.with_columns(pl.int_range(offset, offset + pl.len(), dtype=pl.Int64).alias("_rid"))
+        for step in self.steps:
+            lf = lf.with_columns(step)
+        return lf
+
+
+def _plan(spec: Spec, schema, master: str) -> Plan:
+    """Steps: typed values -> postcode flags -> one 'bad' flag per check -> invalid values to null
+    (where asked) -> normalised identifiers -> validity and pseudonyms. Each step reads the
+    previous steps' columns, so nothing is computed twice."""
+    values: list[pl.Expr] = []
+    pc_flags: list[pl.Expr] = []
+    checks: list[Check] = []
+    tmp: dict[str, str] = {}
+    pc_ok: dict[str, pl.Expr] = {}
+    for c in spec.columns:
+        if c.action == "drop" and not c.link:
+            continue
+        name = tmp[c.source] = f"__v_{len(tmp)}"
+        v, parse_bad = _parse(c, schema[c.source], spec.decimal_comma)
+        if c.to == "pc4" or c.link == "postcode":
+            v = normalise_postcode_expr(v)
+            pc_flags.append(pl.col(name).str.contains(POSTCODE6).fill_null(False).alias(f"__pc_{name}"))
+            pc_ok[c.source] = pl.col(f"__pc_{name}")
+        values.append(v.alias(name))
+        if c.action in ("keep", "generalise") or c.link:
+            checks += column_checks(c, pl.col(name), parse_bad, pc_ok.get(c.source))
+    steps = [values]
+    if pc_flags:
+        steps.append(pc_flags)
+    if checks:
+        steps.append([ch.bad.fill_null(False).alias(f"__bad_{i}") for i, ch in enumerate(checks)])
+    nulling = {}
+    for i, ch in enumerate(checks):
+        if ch.on_invalid == "null":
+            name = tmp[ch.column]
+            cond = nulling.get(name)
+            nulling[name] = pl.col(f"__bad_{i}") if cond is None else cond | pl.col(f"__bad_{i}")
+    if nulling:
+        steps.append([pl.when(cond).then(None).otherwise(pl.col(name)).alias(name) for name, cond in nulling.items()])
+    norm, ids = [], []
+    out: list[pl.Expr] = []
+    unit_h = unit_key = None
+    pseud = []
+    for c in spec.columns:
+        if c.action == "drop":
+            continue
+        v = pl.col(tmp[c.source])
+        if c.action == "pseudonymise":
+            pseud.append(c)
+            norm.append(normalise_id_expr(v, c.kind).alias(f"__n_{c.name}"))
+            n = pl.col(f"__n_{c.name}")
+            ids += [id_valid_expr(n, c.kind).alias(f"__ok_{c.name}"),
+                    pseudonym_expr(n, kind_key(master, c.kind)).alias(f"__h_{c.name}")]
+            ok, h = pl.col(f"__ok_{c.name}"), pl.col(f"__h_{c.name}")
+            if c.name == spec.unit_id:
+                unit_h = f"__h_{c.name}"
+                # Distinct valid ids = distinct pseudonyms; counted on the (cheaper) number.
+                unit_key = (n.cast(pl.Int64, strict=False) if c.kind == "bsn" else n).filter(ok)
+            out += [pl.when(ok).then(h).alias(c.name), link_status_expr(n, ok).alias(c.status_column)]
+        elif c.action == "generalise":
+            out.append(generalise(c, v, pc_ok.get(c.source)).alias(c.name))
+        elif c.action == "empty":
+            out.append(pl.lit(None, dtype=pl.String).alias(c.name))
+        else:
+            out.append(v.alias(c.name))
+    if norm:
+        steps += [norm, ids]
+    if spec.unit_id_created:
+        out = [pl.lit(None, dtype=pl.String).alias(spec.unit_id),
+               pl.lit(STATUS_MISSING).alias(f"{spec.unit_id}_status")] + out
+    link_keys: list[pl.Expr] = []
+    if spec.link_columns and spec.unit_id:
+        out.append(pl.col("_rid"))
+        link_keys = _link_keys_exprs(spec, tmp)
+    needed = [c.source for c in spec.columns if c.source in tmp]
+    return Plan(spec, steps, checks, out, link_keys, unit_h, unit_key, pseud,
+                tmp.get(spec.temporal) if spec.temporal else None, needed)
+
+
+@dataclass
+class _Acc:
+    """Running totals over the slices."""
+
+    checks: list[Check]
+    rows: int = 0
+    records: int = 0
+    bad: dict[int, int] = field(default_factory=dict)
+    valid: dict[str, int] = field(default_factory=dict)
+    missing: dict[str, int] = field(default_factory=dict)
+    unit_keys: list[pl.Series] = field(default_factory=list)
+    tmin: Any = None
+    tmax: Any = None
+
+    def status(self, spec: Spec) -> dict[str, dict[str, int]]:
+        out = {}
+        for name, valid in self.valid.items():
+            missing = self.missing[name]
+            out[name] = {"valid": valid, "invalid": self.records - valid - missing, "missing": missing}
+        if spec.unit_id_created:
+            out[spec.unit_id] = {"valid": 0, "invalid": 0, "missing": self.records}
+        return out
+
+    def units(self) -> tuple[int, bool]:
+        if not self.unit_keys:
+            return 0, False
+        keys = pl.concat(self.unit_keys)
+        if keys.len() > EXACT_UNITS_UP_TO:
+            return int(keys.approx_n_unique()), True
+        return keys.n_unique(), False
+
+    def nulled(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for i, n in self.bad.items():
+            ch = self.checks[i]
+            if ch.on_invalid == "null" and n:
+                out[ch.column] = out.get(ch.column, 0) + n
+        return out
+
+
+def _run(src: Source, spec: Spec, plan: Plan, objectors: pl.Series, stage: Path, compression: str,
+         md: dict[str, Any], slice_rows: int, rep: Reporter) -> _Acc:
+    """Compute and write the dataset slice by slice; stop at the first slice with a bad value.
+
+    Each slice is computed by polars' streaming engine (both cores) and written to its own part
+    file by a background thread while the next slice is computed.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    lf = src.lf
+    total = src.n_rows
+    if src.format == "csv":  # a CSV cannot be sliced cheaply: read the needed columns once
+        with rep.stage("reading the CSV"):
+            df = _collect(lf.select(plan.needed), src)
+        lf, total = df.lazy(), df.height
+    if not total:
+        raise IngestError("the file has no data rows", file=str(src.path))
+    acc = _Acc(plan.checks)
+    obj_list = objectors.implode() if objectors.len() else None
+    if plan.link_keys:
+        (stage / "_linkage").mkdir()
+    pending = None
+    rows = f"{total:,} rows"
+    with ThreadPoolExecutor(max_workers=1) as pool, \
+            rep.stage(f"validating, checking ids, pseudonymising, generalising, writing {rows}", total=total) as advance:
+        for k, off in enumerate(range(0, total, slice_rows)):
+            df = _collect(plan.compute(lf.slice(off, slice_rows), off), src)
+            n_in = df.height
+            _check_slice(df, plan, acc, off, src)
+            acc.rows += df.height
+            if obj_list is not None and plan.unit_h:
+                df = df.filter(~pl.col(plan.unit_h).is_in(obj_list).fill_null(False))  # no id: not an objector
+            acc.records += df.height
+            _count_slice(df, plan, acc)
+            out = df.select(plan.out)
+            keys = df.select(plan.link_keys) if plan.link_keys else None
+            if pending is not None:
+                pending.result()
+            pending = pool.submit(_write_part, out, keys, stage, k, compression, md)
+            advance(n_in)
+        if pending is not None:
+            pending.result()
+    return acc
+
+
+def _write_part(out: pl.DataFrame, keys: pl.DataFrame | None, stage: Path, k: int, compression: str,
+                md: dict[str, Any]) -> None:
+    write_parquet(out, stage / f"part-{k}.parquet", md, compression)
+    if keys is not None:
+        keys.write_parquet(stage / "_linkage" / f"keys-{k}.parquet", compression="zstd")
+
+
+def _check_slice(df: pl.DataFrame, plan: Plan, acc: _Acc, off: int, src: Source) -> None:
+    """Add this slice's failures; raise for the first failing value of an 'error' check."""
+    checks = plan.checks
+    if checks:
+        counts = df.select([pl.col(f"__bad_{i}").sum() for i in range(len(checks))]).row(0)
+        first = None
+        for i, n in enumerate(counts):
+            acc.bad[i] = acc.bad.get(i, 0) + n
+            if n and checks[i].on_invalid == "error":
+                r = int(df[f"__bad_{i}"].arg_max())
+                if first is None or r < first[0]:
+                    first = (r, i, n)
+        if first:
+            r, i, n = first
+            ch = checks[i]
+            value = df.select(pl.col(ch.column).cast(pl.String).gather(r)).item() if ch.column in df.columns else None
+            if value is None:
+                value = src.lf.slice(off + r, 1).select(pl.col(ch.column).cast(pl.String)).collect().item()
+            more = f" ({n:,} rows in this part of the file have this problem)" if n > 1 else ""
+            row = off + r
+            raise IngestError(ch.message.replace("{value}", str(value)) + more, file=str(src.path),
+                              row=row + 1, line=row + 2 if src.format == "csv" else None, column=ch.column)
+    if plan.temporal:
+        lo, hi = df.select(pl.col(plan.temporal).min().alias("lo"), pl.col(plan.temporal).max().alias("hi")).row(0)
+        if lo is not None:
+            acc.tmin = lo if acc.tmin is None else min(acc.tmin, lo)
+            acc.tmax = hi if acc.tmax is None else max(acc.tmax, hi)
+
+
+def _count_slice(df: pl.DataFrame, plan: Plan, acc: _Acc) -> None:
+    if not plan.pseudonymised:
+        return
+    aggs = []
+    for c in plan.pseudonymised:
+        aggs += [pl.col(f"__ok_{c.name}").sum().alias(f"v:{c.name}"),
+                 pl.col(f"__n_{c.name}").is_null().sum().alias(f"m:{c.name}")]
+    res = df.select(aggs).row(0, named=True)
+    for c in plan.pseudonymised:
+        acc.valid[c.name] = acc.valid.get(c.name, 0) + res[f"v:{c.name}"]
+        acc.missing[c.name] = acc.missing.get(c.name, 0) + res[f"m:{c.name}"]
+    if plan.unit_key is not None:
+        acc.unit_keys.append(df.select(plan.unit_key.unique()).to_series())
 
 
 def _check_columns(src: Source, spec: Spec) -> None:
@@ -385,48 +568,9 @@ def _read_error(e: Exception, src: Source) -> IngestError:
     return IngestError(f"cannot read the file: {first}", file=str(src.path))
 
 
-def _validate(src: Source, spec: Spec, checks: list[Check], values: dict[str, pl.Expr]):
-    """Run every check in one pass; raise on the first failing check (in file order)."""
-    aggs = [pl.len().alias("__n")]
-    for i, ch in enumerate(checks):
-        bad = ch.bad.fill_null(False)
-        aggs += [bad.sum().alias(f"n{i}"), bad.arg_max().alias(f"r{i}"),
-                 ch.value.filter(bad).first().cast(pl.String).alias(f"v{i}")]
-    temporal_col = spec.temporal
-    if temporal_col:
-        aggs += [values[temporal_col].min().alias("__tmin"), values[temporal_col].max().alias("__tmax")]
-    res = _collect(src.lf.select(aggs), src).row(0, named=True)
-    n = res["__n"]
-    if n == 0:
-        raise IngestError("the file has no data rows", file=str(src.path))
-    errors = [(res[f"r{i}"], i) for i, ch in enumerate(checks) if ch.on_invalid == "error" and res[f"n{i}"]]
-    if errors:
-        row, i = min(errors)
-        ch = checks[i]
-        count = res[f"n{i}"]
-        more = f" ({count:,} rows have this problem)" if count > 1 else ""
-        raise IngestError(ch.message.replace("{value}", str(res[f"v{i}"])) + more, file=str(src.path),
-                          row=row + 1, line=row + 2 if src.format == "csv" else None, column=ch.column)
-    nulled: dict[str, int] = {}
-    for i, ch in enumerate(checks):
-        if ch.on_invalid == "null" and res[f"n{i}"]:
-            nulled[ch.column] = nulled.get(ch.column, 0) + res[f"n{i}"]
-    temporal = None
-    if temporal_col and res["__tmin"] is not None:
-        temporal = {"start": str(res["__tmin"]), "end": str(res["__tmax"])}
-    return n, nulled, temporal
-
-
-def _sink(data: pl.LazyFrame, path: Path, compression: str, kv: dict[str, str], src: Source) -> None:
-    try:
-        data.sink_parquet(path, compression=compression, metadata=kv, statistics=False)
-    except pl.exceptions.ComputeError as e:
-        raise _read_error(e, src) from None
-
-
-def _write_link_keys(lf: pl.LazyFrame, spec: Spec, tmp, stage: Path) -> None:
+def _link_keys_exprs(spec: Spec, tmp: dict[str, str]) -> list[pl.Expr]:
     """The original (ungeneralised) linkage variables, for ``ingest link`` only: never published."""
-    cols = [pl.col("_rid").cast(pl.Int64)]
+    cols = [pl.col("_rid")]
     if spec.unit_id_created:
         cols += [pl.lit(None, dtype=pl.String).alias("pid"), pl.lit(STATUS_MISSING).alias("status")]
     else:
@@ -439,26 +583,7 @@ def _write_link_keys(lf: pl.LazyFrame, spec: Spec, tmp, stage: Path) -> None:
         elif c.link == "sex":
             v = v.cast(pl.String)
             if c.value_labels:
-                v = v.replace_strict(c.value_labels, default=None).str.to_lowercase()
+                v = v.replace_strict(c.value_labels, default=None)
             v = v.str.to_lowercase()
         cols.append(v.alias(c.link))
-    (stage / "_linkage").mkdir()
-    lf.select(cols).sink_parquet(stage / LINKAGE_KEYS, compression="zstd")
-
-
-def _stats(path: Path, spec: Spec) -> dict[str, Any]:
-    lf = pl.scan_parquet(path)
-    aggs = [pl.len().alias("n")]
-    status_cols = [n for n in lf.collect_schema().names() if n.endswith("_status")]
-    if spec.unit_id:
-        aggs.append(pl.col(spec.unit_id).drop_nulls().n_unique().alias("units"))
-    res = lf.select(aggs).collect(engine="streaming").row(0, named=True)
-    status = {}
-    for s in status_cols:
-        vc = lf.group_by(s).agg(pl.len()).collect(engine="streaming")
-        status[s[: -len("_status")]] = {k: int(v) for k, v in vc.iter_rows()}
-    out = {"number_of_records": res["n"], "link_status": status}
-    if spec.unit_id:
-        out["number_of_units"] = res["units"]
-        out["number_of_units_note"] = "distinct valid pseudonyms of the unit id (records without one not counted)"
-    return out
+    return cols

@@ -20,15 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from . import __version__
 from . import objections as obj
 from .errors import IngestError
 from .keys import default_key_file, load_key
 from .linkage import latest_links
-from .metadata import footer
+from .metadata import write_parquet
 from .pipeline import Reporter
 from .rules import STATUS_PROBABILISTIC, key_id, project_key, pseudonym_expr
 from .store import Store, make_readonly, remove_tree, write_json
@@ -124,10 +122,9 @@ def _publish_one(store: Store, name: str, version: str, project: str, master: st
             "software": f"data_ingest {__version__}", "fingerprint": fp,
         },
     )
-    arrow = _with_field_metadata(table.to_arrow(), pmd)
     target_parent.mkdir(parents=True, exist_ok=True)
     with store.staging(f"publish-{project}-{name}") as stage:
-        pq.write_table(arrow, stage / "part-0.parquet", compression="zstd")
+        write_parquet(table, stage / "part-0.parquet", pmd, compression="zstd")
         write_json(stage / "metadata.json", pmd)
         make_readonly(stage)
         os.chmod(stage, 0o755)  # renaming a folder needs write access to it (for its '..')
@@ -139,18 +136,3 @@ def _publish_one(store: Store, name: str, version: str, project: str, master: st
             os.chmod(target, 0o555)
             remove_tree(trash / name)
     return PublishResult(project, name, version, False, records, units, n_before - records, n_prob, target)
-
-
-def _with_field_metadata(t: pa.Table, md: dict[str, Any]) -> pa.Table:
-    by_name = {v["name"]: v for v in md.get("variables", [])}
-    fields = []
-    for f in t.schema:
-        v = by_name.get(f.name, {})
-        meta = {"label": v.get("title", f.name)}
-        if v.get("value_labels"):
-            meta["value_labels"] = json.dumps(v["value_labels"])
-        if v.get("description"):
-            meta["description"] = v["description"]
-        fields.append(f.with_metadata(meta))
-    schema = pa.schema(fields, metadata=footer(md))
-    return t.cast(schema)

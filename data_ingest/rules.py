@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import re
 from collections.abc import Sequence
 
 import polars as pl
@@ -24,20 +23,22 @@ ID_KINDS = ("bsn", "id")
 PSEUDONYM_HEX = 32
 
 _BSN_WEIGHTS = (9, 8, 7, 6, 5, 4, 3, 2, -1)
-_SEPARATORS = re.compile(r"[\s.\-]")
 
 
 def normalise_bsn(value: object) -> str | None:
-    """The canonical text of a BSN: digits only, separators removed, left-padded to 9.
+    """The canonical text of a BSN: surrounding white space removed; an 8-digit number (a BSN
+    whose leading zero was lost, e.g. when stored as an integer) gets its zero back.
 
-    ``None`` or blank gives ``None``. The result is not checked; see :func:`bsn_valid`.
+    ``None`` or blank gives ``None``. Separators inside ("1234.56.782") are *not* removed: such a
+    value is reported as invalid rather than guessed at. The result is not checked; see
+    :func:`bsn_valid`.
     """
     if value is None:
         return None
-    text = _SEPARATORS.sub("", str(value))
+    text = str(value).strip()
     if not text:
         return None
-    return text.zfill(9)
+    return "0" + text if len(text) == 8 else text
 
 
 def bsn_valid(value: object) -> bool:
@@ -46,7 +47,7 @@ def bsn_valid(value: object) -> bool:
     9 digits d1..d9 with 9*d1 + 8*d2 + ... + 2*d8 - 1*d9 divisible by 11, and not all zeros.
     """
     text = normalise_bsn(value)
-    if text is None or len(text) != 9 or not text.isdigit() or text == "000000000":
+    if text is None or len(text) != 9 or not (text.isascii() and text.isdigit()) or text == "000000000":
         return False
     return sum(int(d) * w for d, w in zip(text, _BSN_WEIGHTS)) % 11 == 0
 
@@ -69,26 +70,41 @@ def id_valid(value: object, kind: str) -> bool:
 
 def normalise_id_expr(expr: pl.Expr, kind: str) -> pl.Expr:
     """Polars form of :func:`normalise_id`; blank becomes null."""
-    text = expr.cast(pl.String)
+    text = expr.cast(pl.String).str.strip_chars()
+    n = text.str.len_bytes()
     if kind == "bsn":
-        text = text.str.replace_all(r"[\s.\-]", "")
-        return pl.when(text.str.len_bytes() > 0).then(text.str.zfill(9))
-    text = text.str.strip_chars()
-    return pl.when(text.str.len_bytes() > 0).then(text)
+        return pl.when(n == 8).then(text.str.zfill(9)).when(n > 0).then(text)
+    return pl.when(n > 0).then(text)
+
+
+def _bsn_tables() -> tuple[pl.Series, pl.Series]:
+    """Weighted digit sums of the first 4 and the last 5 digits, for every possible value."""
+    import numpy as np
+
+    hi = np.arange(10_000)
+    lo = np.arange(100_000)
+    t_hi = sum(w * ((hi // 10 ** (3 - i)) % 10) for i, w in enumerate(_BSN_WEIGHTS[:4]))
+    t_lo = sum(w * ((lo // 10 ** (4 - i)) % 10) for i, w in enumerate(_BSN_WEIGHTS[4:]))
+    return pl.Series("hi", t_hi, dtype=pl.Int32), pl.Series("lo", t_lo, dtype=pl.Int32)
+
+
+_BSN_HI, _BSN_LO = _bsn_tables()
 
 
 def id_valid_expr(normalised: pl.Expr, kind: str) -> pl.Expr:
-    """Polars form of :func:`id_valid`, given the normalised column. Null is not valid."""
+    """Polars form of :func:`id_valid`, given the normalised column. Null is not valid.
+
+    The 11-test's weighted digit sum is two table look-ups (first 4 digits, last 5 digits)
+    instead of nine digit extractions: the same result, a few vectorised operations.
+    """
     if kind != "bsn":
         return normalised.is_not_null()
+    nine = (normalised.str.len_bytes() == 9) & ~normalised.str.starts_with("+")  # "+" parses as a sign
     x = normalised.cast(pl.Int64, strict=False)
-    digits_sum = sum(((x // 10 ** (8 - i)) % 10) * _BSN_WEIGHTS[i] for i in range(8)) - x % 10
-    return (
-        (normalised.str.len_bytes() == 9)
-        & normalised.str.contains(r"^[0-9]{9}$")
-        & (x > 0)
-        & (digits_sum % 11 == 0)
-    ).fill_null(False)
+    x = pl.when(nine & (x > 0)).then(x)  # 1..999999999: the look-ups stay in range
+    total = (pl.lit(_BSN_HI).gather((x // 100_000).cast(pl.Int32))
+             + pl.lit(_BSN_LO).gather((x % 100_000).cast(pl.Int32)))
+    return (total % 11 == 0).fill_null(False)
 
 
 #: Values of the link status column beside each pseudonymised identifier.
