@@ -84,6 +84,14 @@ def _parse_hierarchy(hierarchy: Any) -> dict[str, str]:
         if c in out and out[c] != p:
             raise TableSpecError(f"hierarchy: {c!r} has two parents, {out[c]!r} and {p!r}")
         out[c] = p
+    for start in out:
+        seen = {start}
+        x = start
+        while x in out:
+            x = out[x]
+            if x in seen:
+                raise TableSpecError(f"hierarchy has a cycle through {x!r}")
+            seen.add(x)
     parents = list(out.values())
     twice = sorted({p for p in parents if parents.count(p) > 1})
     if twice:
