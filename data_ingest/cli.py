@@ -66,7 +66,7 @@ def cmd_keys_init(a) -> int:
 
 def cmd_keys_id(a) -> int:
     from .keys import default_key_file, load_key
-    from .rules import key_id
+    from .kdf import key_id
 
     path = Path(a.key_file) if a.key_file else default_key_file(a.store)
     print(key_id(load_key(path, a.store)))

@@ -14,7 +14,7 @@ import stat
 from pathlib import Path
 
 from .errors import IngestError
-from .rules import key_id
+from .kdf import key_id
 
 ENV_KEY_FILE = "INGEST_KEY_FILE"
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")

@@ -200,29 +200,32 @@ def _comparisons(roles: list[str]) -> list[dict[str, Any]]:
         comps.append({"output_column_name": "birth_date", "comparison_levels": [
             {"sql_condition": "birth_date_l IS NULL OR birth_date_r IS NULL", "label_for_charts": "null",
              "is_null_level": True},
-            {"sql_condition": "birth_date_l = birth_date_r", "label_for_charts": "exact"},
+            {"sql_condition": "birth_date_l = birth_date_r", "label_for_charts": "exact", "m_probability": 0.9},
             {"sql_condition": "damerau_levenshtein(CAST(birth_date_l AS VARCHAR), CAST(birth_date_r AS VARCHAR)) <= 1",
-             "label_for_charts": "one character apart"},
+             "label_for_charts": "one character apart", "m_probability": 0.04},
             {"sql_condition": "year(birth_date_l) = year(birth_date_r) AND month(birth_date_l) = day(birth_date_r) "
-                              "AND day(birth_date_l) = month(birth_date_r)", "label_for_charts": "day and month swapped"},
+                              "AND day(birth_date_l) = month(birth_date_r)", "label_for_charts": "day and month swapped",
+             "m_probability": 0.01},
             {"sql_condition": "abs(date_diff('day', birth_date_l, birth_date_r)) <= 366",
-             "label_for_charts": "within a year"},
-            {"sql_condition": "ELSE", "label_for_charts": "else"},
+             "label_for_charts": "within a year", "m_probability": 0.03},
+            {"sql_condition": "ELSE", "label_for_charts": "else", "m_probability": 0.02},
         ]})
     if "sex" in roles:
         comps.append({"output_column_name": "sex", "comparison_levels": [
             {"sql_condition": "sex_l IS NULL OR sex_r IS NULL", "label_for_charts": "null", "is_null_level": True},
-            {"sql_condition": "sex_l = sex_r", "label_for_charts": "exact"},
-            {"sql_condition": "ELSE", "label_for_charts": "else"},
+            {"sql_condition": "sex_l = sex_r", "label_for_charts": "exact", "m_probability": 0.98},
+            {"sql_condition": "ELSE", "label_for_charts": "else", "m_probability": 0.02},
         ]})
     if "postcode" in roles:
         comps.append({"output_column_name": "postcode", "comparison_levels": [
             {"sql_condition": "postcode_l IS NULL OR postcode_r IS NULL", "label_for_charts": "null",
              "is_null_level": True},
-            {"sql_condition": "postcode_l = postcode_r", "label_for_charts": "exact"},
-            {"sql_condition": "substr(postcode_l, 1, 4) = substr(postcode_r, 1, 4)", "label_for_charts": "same PC4"},
-            {"sql_condition": "substr(postcode_l, 1, 2) = substr(postcode_r, 1, 2)", "label_for_charts": "same PC2"},
-            {"sql_condition": "ELSE", "label_for_charts": "else"},
+            {"sql_condition": "postcode_l = postcode_r", "label_for_charts": "exact", "m_probability": 0.85},
+            {"sql_condition": "substr(postcode_l, 1, 4) = substr(postcode_r, 1, 4)", "label_for_charts": "same PC4",
+             "m_probability": 0.05},
+            {"sql_condition": "substr(postcode_l, 1, 2) = substr(postcode_r, 1, 2)", "label_for_charts": "same PC2",
+             "m_probability": 0.04},
+            {"sql_condition": "ELSE", "label_for_charts": "else", "m_probability": 0.06},
         ]})
     return comps
 
@@ -263,10 +266,15 @@ def probabilistic(ds: dict[str, Any], spine: dict[str, Any], threshold: float, e
     det = [block_on(*roles)]
     linker.training.estimate_probability_two_random_records_match(det, recall=0.8)
     linker.training.estimate_u_using_random_sampling(max_pairs=3e5, seed=seed, num_chunks=1)
+    em_notes = []
     for r in roles:
         if r == "sex":
             continue
-        linker.training.estimate_parameters_using_expectation_maximisation(block_on(r), record_sample_proportion=1.0)
+        try:
+            linker.training.estimate_parameters_using_expectation_maximisation(block_on(r), record_sample_proportion=1.0)
+            em_notes.append(f"EM on block_on({r}): estimated")
+        except (ValueError, ZeroDivisionError) as e:  # e.g. a level no match ever shows (m = 0)
+            em_notes.append(f"EM on block_on({r}) failed ({str(e).splitlines()[0][:80]}); prior m kept")
     pred = linker.inference.predict(threshold_match_probability=min(threshold, 0.5))
     p = pl.from_arrow(pred.as_duckdbpyrelation().to_arrow_table())
     # Splink orders the pair by source dataset name: find which side is the spine.
@@ -299,6 +307,7 @@ def probabilistic(ds: dict[str, Any], spine: dict[str, Any], threshold: float, e
         "match_weight_median": float(weights.median()) if p.height else None,
         "match_weight_histogram": {str(int(w)): n for w, n in hist.iter_rows()},
         "m_u": _m_u(linker),
+        "training": em_notes,
         "evaluation": {
             "method": "records with a valid identifier, linked as if they had none, compared with their pseudonym",
             "test_records": test.height, "linked": t.height, "correct": correct,

@@ -6,8 +6,6 @@ over data, a polars expression form, so the work stays in the engine: no Python 
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from collections.abc import Sequence
 
 import polars as pl
@@ -17,10 +15,6 @@ import polars as pl
 #: Identifier kinds the pipeline knows. ``bsn`` is the Dutch citizen service number (9 digits,
 #: 11-test); ``id`` is any other identifier (trimmed, must be non-empty, no checksum).
 ID_KINDS = ("bsn", "id")
-
-#: Pseudonym length in hex characters (128 bits of the HMAC-SHA256 output, its leftmost bytes,
-#: as FIPS 198-1 allows).
-PSEUDONYM_HEX = 32
 
 _BSN_WEIGHTS = (9, 8, 7, 6, 5, 4, 3, 2, -1)
 
@@ -123,35 +117,9 @@ def link_status_expr(normalised: pl.Expr, valid: pl.Expr) -> pl.Expr:
     )
 
 
-# --- keys and pseudonyms -----------------------------------------------------------------------
-# Keys are handled as their lowercase hex text, and that ASCII text is the HMAC key, so every
-# implementation (Python's hmac, polars-hash's Rust plugin) gives the same bytes.
+# --- keys and pseudonyms (key derivation lives in kdf, which needs no engine) ---------------
 
-
-def derive_key(key_hex: str, label: str) -> str:
-    """A sub-key: HMAC-SHA256(key, label) as hex text (an HKDF-Expand-like single block)."""
-    return hmac.new(key_hex.encode("ascii"), label.encode("utf-8"), hashlib.sha256).hexdigest()
-
-
-def kind_key(master_hex: str, kind: str) -> str:
-    """The store-level key for one identifier kind (domain separation between kinds)."""
-    return derive_key(master_hex, f"store:{kind}")
-
-
-def project_key(master_hex: str, project: str) -> str:
-    """The key a project's pseudonyms are made with. Different for every project."""
-    return derive_key(master_hex, f"project:{project}")
-
-
-def key_id(master_hex: str) -> str:
-    """A public fingerprint of a key, safe to record in metadata (it does not reveal the key)."""
-    return "sha256:" + hashlib.sha256(b"data_ingest key id:" + master_hex.encode("ascii")).hexdigest()[:16]
-
-
-def pseudonym(key_hex: str, normalised: str) -> str:
-    """Scalar HMAC-SHA256 pseudonym (truncated): the reference for :func:`pseudonym_expr`."""
-    mac = hmac.new(key_hex.encode("ascii"), normalised.encode("utf-8"), hashlib.sha256)
-    return mac.hexdigest()[:PSEUDONYM_HEX]
+from .kdf import PSEUDONYM_HEX, derive_key, key_id, kind_key, project_key, pseudonym  # noqa: E402,F401
 
 
 def pseudonym_expr(normalised: pl.Expr, key_hex: str) -> pl.Expr:

@@ -177,8 +177,12 @@ class Store:
         try:
             yield version, target
         finally:
-            if target.is_dir() and not any(target.iterdir()):
-                target.rmdir()
+            for d in (target, parent):  # a failed run leaves neither its claim nor a new dataset folder
+                try:
+                    if d.is_dir() and not any(d.iterdir()):
+                        d.rmdir()
+                except OSError:  # a concurrent run just used it
+                    pass
 
     def commit_version(self, staged: Path, target: Path) -> None:
         """Move a complete staged folder onto its claimed (empty) name: one atomic rename."""

@@ -1,0 +1,154 @@
+"""Linkage and publication, on the synthetic demo (small): real Splink, DuckDB and Parquet."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pytest
+
+from data_ingest import demo
+from data_ingest.errors import IngestError
+from data_ingest.keys import load_key
+from data_ingest.metadata import read_footer
+from data_ingest.publish import publish
+from data_ingest.rules import kind_key, normalise_bsn, project_key, pseudonym
+from data_ingest.store import Store
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo")
+    store, key = root / "store", root / "keys" / "master.key"
+    summary = demo.run_demo(store, key, root / "sources", persons=2000, seed=11)
+    return store, key, root / "sources", summary
+
+
+def project_view(store: Path, project: str) -> duckdb.DuckDBPyConnection:
+    """What a workspace sees: one DuckDB view per /data/<dataset>/*.parquet."""
+    con = duckdb.connect()
+    for d in sorted((store / "projects" / project / "data").iterdir()):
+        con.execute(f"CREATE VIEW {d.name} AS SELECT * FROM read_parquet('{d}/*.parquet')")
+    return con
+
+
+def test_demo_projects_and_files(demo_run):
+    store, _key, _src, s = demo_run
+    for name, conf in demo.PROJECTS.items():
+        text = (store / "projects" / name / "project.toml").read_text()
+        assert f'name = "{name}"' in text and 'policy = "acro"' in text
+        published = sorted(p.name for p in (store / "projects" / name / "data").iterdir())
+        assert published == sorted(conf["datasets"])
+    assert 'members = ["researcher"]' in (store / "projects" / "covid" / "project.toml").read_text()
+    assert 'members = ["researcher", "researcher2"]' in (store / "projects" / "income" / "project.toml").read_text()
+    assert {r.dataset for r in s["added"]} == set(demo.SOURCES)
+
+
+def test_published_files_are_read_only(demo_run):
+    store = demo_run[0]
+    data = store / "projects" / "covid" / "data"
+    for root, dirs, files in os.walk(data):
+        for d in dirs:
+            assert stat.S_IMODE(Path(root, d).stat().st_mode) == 0o555
+        for f in files:
+            assert stat.S_IMODE(Path(root, f).stat().st_mode) == 0o444
+    assert not any(p.name.startswith("_") for p in data.rglob("*"))  # no linkage keys, no record ids
+
+
+def test_project_pseudonyms_differ_and_cannot_be_joined(demo_run):
+    store, key, _src, _s = demo_run
+    covid = pl.read_parquet(store / "projects" / "covid" / "data" / "persons" / "*.parquet")
+    income = pl.read_parquet(store / "projects" / "income" / "data" / "persons" / "*.parquet")
+    store_ids = pl.read_parquet(Store(store).data_files("persons", "v1"))
+    a, b, c = (set(x["person_id"].drop_nulls()) for x in (covid, income, store_ids))
+    assert len(a) == len(b) == len(c) > 1500
+    assert not (a & b) and not (a & c) and not (b & c)
+    # but the same person gets the same pseudonym within a project: a join works there
+    con = project_view(store, "covid")
+    linked = con.sql("SELECT count(*) FROM vaccinations v JOIN persons p USING (person_id)").fetchall()[0][0]
+    assert linked > 0.9 * con.sql("SELECT count(*) FROM vaccinations WHERE person_id IS NOT NULL").fetchall()[0][0]
+    # and the project pseudonym is HMAC(project key, store pseudonym)
+    master = load_key(key)
+    sp = store_ids.filter(pl.col("person_id").is_not_null())["person_id"][0]
+    assert pseudonym(project_key(master, "covid"), sp) in a
+
+
+def test_objectors_are_absent_everywhere(demo_run):
+    store, key, src, _s = demo_run
+    master = load_key(key)
+    objectors = [normalise_bsn(x) for x in (src / "objections.txt").read_text().split()[1:]]
+    assert len(objectors) == 12
+    store_p = {pseudonym(kind_key(master, "bsn"), b) for b in objectors}
+    for name in demo.SOURCES:
+        ids = set(pl.read_parquet(Store(store).data_files(name, "v1"))["person_id"].drop_nulls())
+        assert not ids & store_p, name
+    for project in demo.PROJECTS:
+        proj_p = {pseudonym(project_key(master, project), p) for p in store_p}
+        for d in (store / "projects" / project / "data").iterdir():
+            ids = set(pl.read_parquet(d / "*.parquet")["person_id"].drop_nulls())
+            assert ids and not ids & proj_p, d
+    # and their raw BSNs are in no file of the store
+    blobs = b"".join(p.read_bytes() for p in store.rglob("*") if p.is_file())
+    assert not any(b.encode() in blobs for b in objectors)
+
+
+def test_linkage_report(demo_run):
+    store, _key, _src, s = demo_run
+    r = s["link"].report
+    sources = {x["dataset"].split("@")[0]: x for x in r["sources"]}
+    assert sources["persons"]["spine"] and sources["persons"]["invalid"] > 0
+    assert sources["covid_tests"]["missing"] == sources["covid_tests"]["records"]  # no BSN at all
+    pairs = {(p["a"], p["b"], p["method"].split()[0]): p for p in r["pairs"]}
+    assert pairs[("income", "persons", "deterministic")]["pct_records_a_linked"] > 90
+    prob = {p["dataset"].split("@")[0]: p for p in r["probabilistic"]}
+    assert prob["covid_tests"]["linked"] > 0.8 * prob["covid_tests"]["records_without_valid_id"]
+    ev = prob["admissions"]["evaluation"]
+    assert ev["test_records"] > 100 and ev["precision"] >= 0.95 and ev["recall"] >= 0.8
+    bias = {b["dataset"]: b for b in r["bias"]}
+    assert set(bias["covid_tests"]["by"]) == {"age_band", "sex", "region (first postcode digit)"}
+    dup = {d["dataset"]: d for d in r["duplicates"]}
+    assert dup["vaccinations"]["units_with_several_records"] > 0 and dup["persons"]["units_with_several_records"] == 0
+    assert (s["link"].path / "report.md").read_text().startswith("# Linkage report")
+    # published: probabilistic links carry the spine's pseudonym and their status
+    con = project_view(store, "covid")
+    n = con.sql("SELECT count(*) FROM covid_tests t JOIN persons p USING (person_id) "
+                "WHERE t.person_id_status = 'probabilistic'").fetchall()[0][0]
+    assert n == prob["covid_tests"]["linked"]
+
+
+def test_metadata_beside_and_in_the_footer(demo_run):
+    store = demo_run[0]
+    d = store / "projects" / "covid" / "data" / "admissions"
+    md = json.loads((d / "metadata.json").read_text())
+    foot = read_footer(d / "part-0.parquet")
+    assert foot == md
+    assert md["unit_id"]["column"] == "person_id" and md["unit_of_observation"] == "person"
+    assert md["publication"]["project"] == "covid" and md["provenance"]["key_id"].startswith("sha256:")
+    diag = next(v for v in md["variables"] if v["name"] == "diagnosis")
+    assert diag["value_labels"]["U07.1"].startswith("COVID-19")
+    assert md["number_of_records"] == pl.read_parquet(d / "*.parquet").height
+
+
+def test_rerunning_the_demo_changes_nothing(demo_run):
+    store, key, src, s = demo_run
+    before = {p: p.stat().st_mtime_ns for p in store.rglob("*") if p.is_file()}
+    again = demo.run_demo(store, key, src, persons=2000, seed=11)
+    assert all(r.reused for r in again["added"]) and again["link"].reused
+    assert all(r.reused for r in again["published"])
+    after = {p: p.stat().st_mtime_ns for p in store.rglob("*") if p.is_file()}
+    assert after == before
+
+
+def test_publish_refuses_unknown_project_and_unlisted_dataset(demo_run):
+    store, key, _src, _s = demo_run
+    with pytest.raises(IngestError, match="does not exist"):
+        publish(store, ["persons"], "nope", key)
+    with pytest.raises(IngestError, match="does not list dataset 'income'"):
+        publish(store, ["income"], "covid", key)
+    with pytest.raises(IngestError, match="no version v9"):
+        publish(store, ["persons@v9"], "covid", key)
+    assert not (store / "projects" / "covid" / "data" / "income").exists()
