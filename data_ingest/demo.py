@@ -12,7 +12,8 @@ Everything is generated with numpy from a fixed seed (no real person is in it):
 - ``covid_tests.csv`` -- COVID-19 tests from a laboratory that has no BSN: birth date, sex,
   postcode (with typos and removals), test date, result, test type -- linked probabilistically;
 - ``vaccinations.parquet`` -- COVID-19 vaccinations: BSN, date, dose, vaccine;
-- ``objections.txt`` -- a few people who objected to research use.
+- ``objections.txt`` -- a few people who objected to research use (some of them were tested by
+  the laboratory, so their tests must be found by birth date, sex and postcode).
 
 :func:`run_demo` creates the key if there is none, ingests every source with the specs in
 ``data_ingest/demo_specs/``, links, writes the demo projects' ``project.toml`` and publishes.
@@ -93,7 +94,7 @@ def generate(out: str | Path, persons: int = 20_000, seed: int = 7) -> Path:
     """Write the demo sources into ``out``; reuse them when a manifest says they match."""
     out = Path(out)
     manifest = out / "manifest.json"
-    want = {"persons": persons, "seed": seed, "generator": 1}
+    want = {"persons": persons, "seed": seed, "generator": 2}
     if manifest.exists() and json.loads(manifest.read_text()).get("params") == want and all(
             (out / f).exists() for f in SOURCES.values()):
         return out
@@ -169,6 +170,7 @@ def generate(out: str | Path, persons: int = 20_000, seed: int = 7) -> Path:
     # --- COVID-19 tests from a laboratory without BSN ---
     p_test = 0.25
     who = np.flatnonzero(rng.random(n) < p_test)
+    tested = who.copy()
     k = rng.choice([1, 1, 2, 3, 4], who.size)
     idx = np.repeat(who, k)
     c = idx.size
@@ -205,7 +207,12 @@ def generate(out: str | Path, persons: int = 20_000, seed: int = 7) -> Path:
 
     # --- objections ---
     valid = np.flatnonzero(status >= 0.025)
-    objectors = rng.choice(valid, 12, replace=False)
+    # A few objectors were tested for COVID-19 by the laboratory that has no BSN: their tests must
+    # be removed by their quasi-identifiers.
+    tested_valid = np.intersect1d(valid, tested)
+    some = rng.choice(tested_valid, min(4, tested_valid.size), replace=False)
+    rest = rng.choice(np.setdiff1d(valid, some), 12 - some.size, replace=False)
+    objectors = np.concatenate([some, rest])
     (out / "objections.txt").write_text("bsn\n" + "\n".join(bsn_txt[objectors]) + "\n")
 
     manifest.write_text(json.dumps({"params": want, "files": SOURCES}, indent=2))

@@ -212,6 +212,8 @@ def fingerprint(spec: Spec, source_sha: str, kid: str, objections_digest: str) -
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
+QI_KIND = "qi"
+QI_ROLES = {"birth_date", "sex", "postcode"}
 SLICE_ROWS = 2_000_000  # rows computed and written per part file (bounds memory, drives progress)
 EXACT_UNITS_UP_TO = 5_000_000  # above this many records the unit count is a HyperLogLog estimate
 
@@ -247,9 +249,18 @@ def add(source: str | Path, spec: str | Path | Spec, store: str | Path | Store,
             new_obj = obj.read_objection_file(objections, kind, master)
             objectors = pl.concat([objectors, new_obj["pseudonym"]]).unique()
 
+        # Sources without a usable identifier (or records whose id failed its checks) cannot be
+        # matched to an objection by id: they are matched by the objectors' quasi-identifiers
+        # (birth date, sex, 6-character postcode), registered when the spine was ingested.
+        # The spine (the population register) registers its objectors' quasi-identifiers; the other
+        # sources are filtered by them. (So the spine's own result never depends on the register.)
+        has_qi = spec.unit_id is not None and QI_ROLES <= {c.link for c in spec.link_columns}
+        qi_register = (obj.registered(store, QI_KIND) if has_qi and not spec.spine
+                       else pl.Series("pseudonym", [], pl.String))
+
         with rep.stage("fingerprinting the source"):
             source_sha = file_sha256(source)
-        fp = fingerprint(spec, source_sha, kid, obj.digest(objectors))
+        fp = fingerprint(spec, source_sha, kid, obj.digest(objectors) + obj.digest(qi_register))
         existing = store.find_fingerprint(spec.dataset, fp)
         if existing:
             if new_obj is not None:
@@ -278,7 +289,7 @@ def add(source: str | Path, spec: str | Path | Spec, store: str | Path | Store,
         }
         with store.claim_version(spec.dataset) as (version, target):
             static = dataset_record(spec, version, vars_, provenance, deidentification=deid)
-            acc = _run(src, spec, plan, objectors, stage, compression, static, slice_rows, rep)
+            acc = _run(src, spec, plan, objectors, qi_register, stage, compression, static, slice_rows, rep)
             rows_out = acc.records
             stats: dict[str, Any] = {"number_of_records": rows_out, "link_status": acc.status(spec)}
             if spec.unit_id:
@@ -287,6 +298,7 @@ def add(source: str | Path, spec: str | Path | Spec, store: str | Path | Store,
                 stats["number_of_units_note"] = ("distinct valid pseudonyms of the unit id (records without one "
                                                  "are not counted)" + ("; a HyperLogLog estimate" if approx else ""))
             provenance.update(rows_in=acc.rows, objector_records_removed=acc.rows - rows_out,
+                              objector_records_removed_by_quasi_identifiers=acc.removed_qi,
                               values_set_to_null=acc.nulled(),
                               created=datetime.now(UTC).isoformat(timespec="seconds"))
             if acc.tmin is not None:
@@ -296,6 +308,8 @@ def add(source: str | Path, spec: str | Path | Spec, store: str | Path | Store,
             store.commit_version(stage, target)
         if new_obj is not None:
             obj.register(store, kind, new_obj)
+        if acc.objector_qi:
+            obj.register(store, QI_KIND, pl.DataFrame({"pseudonym": pl.concat(acc.objector_qi)}))
 
     return AddResult(spec.dataset, version, reused=False, rows_in=acc.rows, rows_out=rows_out,
                      units=stats.get("number_of_units"), objectors_removed=acc.rows - rows_out,
@@ -316,6 +330,7 @@ class Plan:
     link_keys: list[pl.Expr]
     unit_h: str | None
     unit_key: pl.Expr | None
+    qi: str | None  # pseudonym of the quasi-identifiers (objection matching without an id)
     pseudonymised: list[Column]
     temporal: str | None
     needed: list[str]
@@ -395,11 +410,17 @@ def _plan(spec: Spec, schema, master: str) -> Plan:
         out = [pl.lit(None, dtype=pl.String).alias(spec.unit_id),
                pl.lit(STATUS_MISSING).alias(f"{spec.unit_id}_status")] + out
     link_keys: list[pl.Expr] = []
+    qi = None
     if spec.link_columns and spec.unit_id:
         out.append(pl.col("_rid"))
         link_keys = _link_keys_exprs(spec, tmp)
+        roles = _role_exprs(spec, tmp)
+        if QI_ROLES <= set(roles):
+            qi = "__qi"
+            text = pl.concat_str([roles["birth_date"].cast(pl.String), roles["sex"], roles["postcode"]], separator="|")
+            steps.append([pseudonym_expr(text, kind_key(master, QI_KIND)).alias(qi)])
     needed = [c.source for c in spec.columns if c.source in tmp]
-    return Plan(spec, steps, checks, out, link_keys, unit_h, unit_key, pseud,
+    return Plan(spec, steps, checks, out, link_keys, unit_h, unit_key, qi, pseud,
                 tmp.get(spec.temporal) if spec.temporal else None, needed)
 
 
@@ -416,6 +437,8 @@ class _Acc:
     unit_keys: list[pl.Series] = field(default_factory=list)
     tmin: Any = None
     tmax: Any = None
+    removed_qi: int = 0
+    objector_qi: list[pl.Series] = field(default_factory=list)
 
     def status(self, spec: Spec) -> dict[str, dict[str, int]]:
         out = {}
@@ -443,8 +466,8 @@ class _Acc:
         return out
 
 
-def _run(src: Source, spec: Spec, plan: Plan, objectors: pl.Series, stage: Path, compression: str,
-         md: dict[str, Any], slice_rows: int, rep: Reporter) -> _Acc:
+def _run(src: Source, spec: Spec, plan: Plan, objectors: pl.Series, qi_register: pl.Series, stage: Path,
+         compression: str, md: dict[str, Any], slice_rows: int, rep: Reporter) -> _Acc:
     """Compute and write the dataset slice by slice; stop at the first slice with a bad value.
 
     Each slice is computed by polars' streaming engine (both cores) and written to its own part
@@ -462,6 +485,7 @@ def _run(src: Source, spec: Spec, plan: Plan, objectors: pl.Series, stage: Path,
         raise IngestError("the file has no data rows", file=str(src.path))
     acc = _Acc(plan.checks)
     obj_list = objectors.implode() if objectors.len() else None
+    qi_list = qi_register.implode() if plan.qi and qi_register.len() else None
     if plan.link_keys:
         (stage / "_linkage").mkdir()
     pending = None
@@ -474,7 +498,15 @@ def _run(src: Source, spec: Spec, plan: Plan, objectors: pl.Series, stage: Path,
             _check_slice(df, plan, acc, off, src)
             acc.rows += df.height
             if obj_list is not None and plan.unit_h:
-                df = df.filter(~pl.col(plan.unit_h).is_in(obj_list).fill_null(False))  # no id: not an objector
+                objector = pl.col(plan.unit_h).is_in(obj_list).fill_null(False)  # no id: not an objector
+                if plan.qi and spec.spine:  # remember their quasi-identifiers, for sources without an id
+                    acc.objector_qi.append(df.filter(objector)[plan.qi].drop_nulls())
+                df = df.filter(~objector)
+            if qi_list is not None:
+                no_id = ~pl.col(plan.unit_h.replace("__h_", "__ok_")) if plan.unit_h else pl.lit(True)
+                n_before = df.height
+                df = df.filter(~(no_id & pl.col(plan.qi).is_in(qi_list).fill_null(False)))
+                acc.removed_qi += n_before - df.height
             acc.records += df.height
             _count_slice(df, plan, acc)
             out = df.select(plan.out)
@@ -568,14 +600,10 @@ def _read_error(e: Exception, src: Source) -> IngestError:
     return IngestError(f"cannot read the file: {first}", file=str(src.path))
 
 
-def _link_keys_exprs(spec: Spec, tmp: dict[str, str]) -> list[pl.Expr]:
-    """The original (ungeneralised) linkage variables, for ``ingest link`` only: never published."""
-    cols = [pl.col("_rid")]
-    if spec.unit_id_created:
-        cols += [pl.lit(None, dtype=pl.String).alias("pid"), pl.lit(STATUS_MISSING).alias("status")]
-    else:
-        cols += [pl.when(pl.col(f"__ok_{spec.unit_id}")).then(pl.col(f"__h_{spec.unit_id}")).alias("pid"),
-                 link_status_expr(pl.col(f"__n_{spec.unit_id}"), pl.col(f"__ok_{spec.unit_id}")).alias("status")]
+def _role_exprs(spec: Spec, tmp: dict[str, str]) -> dict[str, pl.Expr]:
+    """The linkage variables in a common form: a date; sex as its lowercase label; the postcode
+    upper case without spaces."""
+    out = {}
     for c in spec.link_columns:
         v = pl.col(tmp[c.source])
         if c.link == "postcode":
@@ -585,5 +613,17 @@ def _link_keys_exprs(spec: Spec, tmp: dict[str, str]) -> list[pl.Expr]:
             if c.value_labels:
                 v = v.replace_strict(c.value_labels, default=None)
             v = v.str.to_lowercase()
-        cols.append(v.alias(c.link))
+        out[c.link] = v
+    return out
+
+
+def _link_keys_exprs(spec: Spec, tmp: dict[str, str]) -> list[pl.Expr]:
+    """The original (ungeneralised) linkage variables, for ``ingest link`` only: never published."""
+    cols = [pl.col("_rid")]
+    if spec.unit_id_created:
+        cols += [pl.lit(None, dtype=pl.String).alias("pid"), pl.lit(STATUS_MISSING).alias("status")]
+    else:
+        cols += [pl.when(pl.col(f"__ok_{spec.unit_id}")).then(pl.col(f"__h_{spec.unit_id}")).alias("pid"),
+                 link_status_expr(pl.col(f"__n_{spec.unit_id}"), pl.col(f"__ok_{spec.unit_id}")).alias("status")]
+    cols += [v.alias(role) for role, v in _role_exprs(spec, tmp).items()]
     return cols

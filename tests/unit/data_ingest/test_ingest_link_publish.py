@@ -91,6 +91,13 @@ def test_objectors_are_absent_everywhere(demo_run):
         for d in (store / "projects" / project / "data").iterdir():
             ids = set(pl.read_parquet(d / "*.parquet")["person_id"].drop_nulls())
             assert ids and not ids & proj_p, d
+    # the laboratory's tests (no BSN) of objectors are found by birth date, sex and postcode
+    people = pl.read_csv(src / "persons.csv", infer_schema=False).filter(pl.col("bsn").is_in(objectors))
+    tests = pl.read_csv(src / "covid_tests.csv", infer_schema=False)
+    exact = tests.join(people, on=["geboortedatum", "geslacht", "postcode"]).height
+    md = Store(store).metadata("covid_tests", "v1")
+    assert exact > 0 and md["provenance"]["objector_records_removed_by_quasi_identifiers"] == exact
+    assert md["number_of_records"] == tests.height - exact
     # and their raw BSNs are in no file of the store
     blobs = b"".join(p.read_bytes() for p in store.rglob("*") if p.is_file())
     assert not any(b.encode() in blobs for b in objectors)
