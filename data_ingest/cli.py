@@ -21,7 +21,10 @@ from .errors import IngestError
 def _console(stderr: bool = False):
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+    c = Console(stderr=stderr, highlight=False, soft_wrap=True)
+    if not c.is_terminal:  # piped or logged: wide enough for the tables
+        c = Console(stderr=stderr, highlight=False, soft_wrap=True, width=160)
+    return c
 
 
 class RichReporter:
@@ -148,9 +151,10 @@ def _print_link(res, out) -> None:
     out.print(t)
     for p in r["probabilistic"]:
         e = p["evaluation"]
+        ev = (f"evaluated on {e['test_records']:,} records with a known id: precision {e['precision']}, "
+              f"recall {e['recall']}" if e["test_records"] else "no records with a known id to evaluate on")
         out.print(f"probabilistic {p['dataset']} → {p['spine']}: {p['linked']:,} of {p['records_without_valid_id']:,} "
-                  f"linked; evaluated on {e['test_records']:,} records with a known id: precision {e['precision']}, "
-                  f"recall {e['recall']}")
+                  f"linked; {ev}")
     for d in r["duplicates"]:
         if d["units_with_several_records"] and "spine" in d["note"]:
             out.print(f"[yellow]duplicates in the spine {d['dataset']}: {d['units_with_several_records']} units[/]")
@@ -208,14 +212,14 @@ def cmd_catalog(a) -> int:
         print(f"the store {a.store} holds no datasets")
         return 0
     t = Table(title=f"catalogue of {a.store}")
-    for c in ("dataset", "title", "unit", "records", "units", "temporal", "key id", "created", "published to"):
-        t.add_column(c)
+    for c in ("dataset", "title", "unit (id)", "records", "units", "temporal coverage", "created", "published to"):
+        t.add_column(c, justify="right" if c in ("records", "units") else "left")
     for r in rows:
         tc = r.get("temporal_coverage") or {}
         t.add_row(r["identifier"], r["title"], f"{r['unit_of_observation']} ({(r.get('unit_id') or {}).get('column', '-')})",
                   f"{r.get('number_of_records', 0):,}", f"{r.get('number_of_units') or 0:,}",
-                  f"{tc.get('start', '')}..{tc.get('end', '')}" if tc else "", r["provenance"]["key_id"],
-                  r["provenance"].get("created", ""), ", ".join(r.get("published_to", [])))
+                  f"{tc.get('start', '')} .. {tc.get('end', '')}" if tc else "",
+                  r["provenance"].get("created", "")[:10], ", ".join(r.get("published_to", [])))
     _console().print(t)
     if a.dataset:
         for r in rows:
@@ -241,7 +245,7 @@ def cmd_demo(a) -> int:
     if s.get("key_created"):
         out.print(f"created key file {key_file}, key id {s['key_created']}")
     for r in s["added"]:
-        what = "unchanged" if r.reused else f"{r.rows_out:,} records ({r.objectors_removed} objectors' removed)"
+        what = "unchanged" if r.reused else f"{r.rows_out:,} records ({r.objectors_removed} objector records removed)"
         out.print(f"add     {r.dataset}@{r.version}: {what}")
     lk = s["link"]
     out.print(f"link    {lk.run_id}" + (" (unchanged)" if lk.reused else "") + f": report {lk.path / 'report.md'}")
