@@ -163,14 +163,17 @@ def read_footer(path) -> dict[str, Any] | None:
     return json.loads(raw) if raw else None
 
 
-def write_parquet(df: pl.DataFrame, path, md: dict[str, Any], compression: str = "zstd") -> None:
+def write_parquet(df: pl.DataFrame, path, md: dict[str, Any], compression: str = "zstd",
+                  string_views: bool = False) -> None:
     """Write a frame with the record in the footer and each variable's label (and value labels)
     as Arrow field metadata. Pseudonym columns (random hex: incompressible) are stored without
     compression or dictionary, which saves time for nothing lost."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    t = df.to_arrow()
+    # string_view hands polars' strings over without a copy (used inside the store); published
+    # files use plain strings, which every Parquet reader knows.
+    t = df.to_arrow(compat_level=pl.CompatLevel.newest()) if string_views else df.to_arrow()
     by_name = {v["name"]: v for v in md.get("variables", [])}
     fields = []
     for f in t.schema:

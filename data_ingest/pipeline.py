@@ -522,7 +522,7 @@ def _run(src: Source, spec: Spec, plan: Plan, objectors: pl.Series, qi_register:
 
 def _write_part(out: pl.DataFrame, keys: pl.DataFrame | None, stage: Path, k: int, compression: str,
                 md: dict[str, Any]) -> None:
-    write_parquet(out, stage / f"part-{k}.parquet", md, compression)
+    write_parquet(out, stage / f"part-{k}.parquet", md, compression, string_views=True)
     if keys is not None:
         keys.write_parquet(stage / "_linkage" / f"keys-{k}.parquet", compression="zstd")
 
@@ -568,7 +568,7 @@ def _count_slice(df: pl.DataFrame, plan: Plan, acc: _Acc) -> None:
         acc.valid[c.name] = acc.valid.get(c.name, 0) + res[f"v:{c.name}"]
         acc.missing[c.name] = acc.missing.get(c.name, 0) + res[f"m:{c.name}"]
     if plan.unit_key is not None:
-        acc.unit_keys.append(df.select(plan.unit_key.unique()).to_series())
+        acc.unit_keys.append(df.select(plan.unit_key).to_series())
 
 
 def _check_columns(src: Source, spec: Spec) -> None:

@@ -297,3 +297,26 @@ def test_on_invalid_null_counts_instead_of_stopping(env, tmp_path):
     res = add(src, spec, store, key)
     assert res.nulled == {"postcode": 1}
     assert pl.read_parquet(res.path / "part-0.parquet")["postcode"].to_list() == [None]
+
+
+def test_publish_replaces_an_earlier_version_read_only(env, people, tmp_path):
+    from data_ingest.publish import publish
+
+    store, key = env
+    src, spec = people
+    add(src, spec, store, key)
+    (store / "projects" / "p1").mkdir(parents=True)
+    write(store / "projects" / "p1" / "project.toml", 'name = "p1"\ndatasets = ["people"]\n')
+    first = publish(store, ["people"], "p1", key)[0]
+    assert (first.version, first.records, first.units) == ("v1", 4, 2)
+    assert publish(store, ["people@v1"], "p1", key)[0].reused
+    changed = write(tmp_path / "people2.csv", src.read_text() + "123456782,X,1950-01-01,V,9999ZZ,1\n")
+    add(changed, spec, store, key)
+    second = publish(store, ["people"], "p1", key)[0]
+    assert (second.version, second.reused, second.records) == ("v2", False, 5)
+    d = store / "projects" / "p1" / "data" / "people"
+    assert sorted(p.name for p in d.iterdir()) == ["metadata.json", "part-0.parquet"]
+    assert json.loads((d / "metadata.json").read_text())["publication"]["dataset"] == "people@v2"
+    assert pl.read_parquet(d / "part-0.parquet").height == 5
+    assert oct(d.stat().st_mode & 0o777) == "0o555"
+    assert not any((store / ".staging").iterdir())

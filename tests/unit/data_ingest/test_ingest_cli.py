@@ -69,9 +69,15 @@ def test_add_catalog_and_a_summary(cli_env, tmp_path):
     assert "cli_people@v1" in p.stdout and "rows in" in p.stdout and "name" in p.stdout  # dropped, reported
     p = run("add", src, "--spec", spec, "--store", store, "--key-file", key)
     assert p.returncode == 0 and "nothing written" in p.stdout
+    obj = write(tmp_path / "objections.txt", "123456782\n")
+    p = run("objections", "add", obj, "--store", store, "--key-file", key)
+    assert p.returncode == 0 and "1 new in the register" in p.stdout
+    p = run("add", src, "--spec", spec, "--store", store, "--key-file", key)  # the register changed
+    assert p.returncode == 0 and "cli_people@v2" in p.stdout
     p = run("catalog", "cli_people", "--store", store, "--json")
     rows = json.loads(p.stdout)
-    assert [r["identifier"] for r in rows] == ["cli_people@v1"] and rows[0]["number_of_records"] == 4
+    assert [r["identifier"] for r in rows] == ["cli_people@v1", "cli_people@v2"]
+    assert [r["number_of_records"] for r in rows] == [4, 3]
     p = run("catalog", "cli_people", "--store", store)
     assert p.returncode == 0 and "birth_year" in p.stdout
 
