@@ -1,23 +1,22 @@
 """``ingest add``: one source file to a new, immutable, pseudonymised dataset version.
 
-Order of work, all inside polars' engine:
+Order of work (no Python loop over rows: every step is a polars expression):
 
-1. open the source (format checked by content) and the spec; compare columns;
+1. open the source (format checked by its content) and the spec; compare the columns (missing
+   ones stop the run, unnamed ones are dropped and reported);
 2. idempotence: a fingerprint of the source bytes, the spec, the key id and the objection
-   register; an existing version with the same fingerprint is returned, nothing is written;
-3. a validation pass computes, for every check of every column, the number of bad values and the
-   first bad row -- a bad value stops the run (unless the column says ``on_invalid = "null"``);
-4. the main pass parses, normalises and checks identifiers (BSN 11-test), removes objectors,
-   pseudonymises (HMAC-SHA256 in polars-hash's Rust plugin), generalises, and streams the result
-   into a staging folder as Parquet with the description in its footer;
-5. counts on the written file, ``metadata.json``, then one rename makes the version visible.
+   registers; an existing version with the same fingerprint is returned and nothing is written;
+3. claim the next version name, then, slice by slice (2 M rows): parse the spec's types, flag
+   every failing check, normalise and check identifiers (BSN 11-test), compute pseudonyms
+   (HMAC-SHA256 in polars-hash's Rust plugin), stop at the first bad value (file, row, column),
+   remove objectors, generalise; a background thread writes each slice's part file into the
+   staging folder with the description in its footer while the next slice is computed;
+4. ``metadata.json`` with the counts, then one rename makes the version visible.
 """
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
