@@ -7,7 +7,8 @@ fresh store. Inputs are generated once under bench/out/ (git-ignored) and reused
 
     .venv/bin/python bench/bench_ingest.py --rows 10000000
 
-Timing covers everything ``ingest add`` does: hashing the source for idempotence, the
+CPU time (all threads of the process) is printed too: this machine has two cores shared with
+other work, so wall time alone says little. Timing covers everything ``ingest add`` does: hashing the source for idempotence, the
 validation pass, the main pass, counting, metadata and the rename into the store (the Python
 API is called directly, so interpreter start-up and imports are not counted).
 """
@@ -110,11 +111,15 @@ def run(source: Path, fmt: str, rows: int, compression: str) -> float:
     spec = work / "spec.toml"
     spec.write_text(SPEC.format(fmt=fmt))
     t = time.perf_counter()
+    load = os.getloadavg()[0]  # other work on the machine (1-minute load average) when we start
+    cpu = time.process_time()
     rep = StageTimes()
     res = add(source, spec, work / "store", key, compression=compression, reporter=rep)
     secs = time.perf_counter() - t
+    cpu = time.process_time() - cpu
     assert res.rows_in == rows and not res.reused
     print(f"{fmt:8s} {rows:>12,} rows  {secs:7.2f} s  {rows / secs / 1e6:6.2f} M rows/s  "
+          f"(CPU {cpu:.1f} s = {cpu / rows * 1e6:.2f} µs/row; load avg at start {load:.1f})  "
           f"(valid/invalid/missing ids: {'/'.join(str(res.status['person_id'].get(k, 0)) for k in ('valid', 'invalid', 'missing'))})")
     print("         " + "; ".join(f"{name.split(' ')[0]} {s:.2f}s" for name, s in rep.times))
     shutil.rmtree(work, ignore_errors=True)

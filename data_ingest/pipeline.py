@@ -248,11 +248,10 @@ def add(source: str | Path, spec: str | Path | Spec, store: str | Path | Store,
             new_obj = obj.read_objection_file(objections, kind, master)
             objectors = pl.concat([objectors, new_obj["pseudonym"]]).unique()
 
-        # Sources without a usable identifier (or records whose id failed its checks) cannot be
-        # matched to an objection by id: they are matched by the objectors' quasi-identifiers
-        # (birth date, sex, 6-character postcode), registered when the spine was ingested.
-        # The spine (the population register) registers its objectors' quasi-identifiers; the other
-        # sources are filtered by them. (So the spine's own result never depends on the register.)
+        # Records without a usable identifier cannot be matched to an objection by id: they are
+        # matched by the objectors' quasi-identifiers (birth date | sex | 6-character postcode).
+        # The spine (the population register) registers those of its objectors; the other
+        # sources are filtered by them (so the spine's own result never depends on the register).
         has_qi = spec.unit_id is not None and QI_ROLES <= {c.link for c in spec.link_columns}
         qi_register = (obj.registered(store, QI_KIND) if has_qi and not spec.spine
                        else pl.Series("pseudonym", [], pl.String))
