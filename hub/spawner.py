@@ -15,11 +15,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import html
+import time
 from pathlib import Path
 
 from dockerspawner import DockerSpawner
 from tornado import web
+from tornado.httpclient import AsyncHTTPClient
 from traitlets import Dict, Int, List, Unicode, default
 
 from .projects import ProjectError, choose_project, load_projects, projects_of
@@ -130,4 +133,28 @@ class WorkspaceSpawner(DockerSpawner):
             },
         }
         self.log.info("starting workspace for %s in project %s", self.user.name, project.name)
-        return await super().start()
+        ip, port = await super().start()
+        await self._wait_until_listening(ip, port)
+        return ip, port
+
+    async def _wait_until_listening(self, ip: str, port: int) -> None:
+        """Poll the new server every 50 ms until it answers.
+
+        The hub's own readiness check backs off exponentially (up to seconds between tries);
+        answering it on its first try saves about a second per spawn.
+        """
+        client = AsyncHTTPClient()
+        url = f"http://{ip}:{port}{self.server.base_url}api"
+        deadline = time.monotonic() + self.http_timeout
+        tries = 0
+        while time.monotonic() < deadline:
+            try:
+                await client.fetch(url, request_timeout=2, raise_error=False)
+                return
+            except Exception:  # refused, reset, not yet listening
+                await asyncio.sleep(0.05)
+            tries += 1
+            if tries % 20 == 0:
+                obj = await self.get_object()
+                if obj is None or obj["State"].get("Status") not in ("running", "created"):
+                    return  # it died: the hub's own checks report why

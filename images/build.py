@@ -87,7 +87,7 @@ def ensure_base() -> str:
 def ensure_wheelhouse(wheels: Path) -> None:
     wheels.mkdir(parents=True, exist_ok=True)
     cmd = [
-        sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
+        sys.executable, "-m", "pip", "download", "-qq", "--disable-pip-version-check",
         "-r", str(IMAGE_DIR / "requirements.in"), "-c", str(ROOT / "requirements.lock"),
         "--only-binary=:all:", "--python-version", PYTHON_VERSION, "--implementation", "cp",
         "--abi", "cp311", "-d", str(wheels),

@@ -1,3 +1,4 @@
+"""Shared fixtures: a real workspace instance (hub, proxy, Docker) for integration and browser tests."""
 import os
 import shutil
 import socket
@@ -8,8 +9,6 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 
 from tests.support.instance import Instance, build_image
-
-pytestmark = pytest.mark.docker
 
 
 def _docker_ok() -> bool:
