@@ -79,7 +79,16 @@ class Instance:
         self.docker = docker.from_env()
 
     # --- lifecycle
+    def clean_stale(self) -> None:
+        """Remove what a killed earlier run with this prefix may have left behind."""
+        for c in self.docker.containers.list(
+                all=True, filters={"label": f"org.tw.instance={self.prefix}"}):
+            c.remove(force=True)
+        for v in self.docker.volumes.list(filters={"name": f"{self.prefix}-home-"}):
+            v.remove(force=True)
+
     def start(self) -> Instance:
+        self.clean_stale()
         for name, (members, checkers, datasets) in self.projects.items():
             write_project(self.settings.store, name, members, checkers, datasets)
         self.launcher.up()
