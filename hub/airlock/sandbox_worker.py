@@ -1,0 +1,112 @@
+"""The sandboxed half of :mod:`hub.airlock.sandbox`: one job on stdin, one JSON answer on stdout.
+
+Never imported by the airlock itself; run as ``python -I -m hub.airlock.sandbox_worker`` in a
+process with limits and (as root) dropped privileges.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+SAFE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class Refused(Exception):
+    pass
+
+
+def connect(data_dir: Path, memory_mb: int, threads: int):
+    import duckdb
+
+    con = duckdb.connect(config={
+        "autoinstall_known_extensions": False,
+        "autoload_known_extensions": False,
+        "allow_community_extensions": False,
+        "allow_unsigned_extensions": False,
+        "memory_limit": f"{memory_mb}MB",
+        "threads": threads,
+        "temp_directory": "",
+    })
+    con.execute("SET allowed_directories = [?]", [str(data_dir) + "/"])
+    con.execute("SET enable_external_access = false")
+    for d in sorted(data_dir.iterdir()):
+        if d.is_dir() and SAFE_NAME.match(d.name) and any(d.glob("*.parquet")):
+            glob = str(d / "*.parquet").replace("'", "''")
+            con.execute(f"CREATE VIEW \"{d.name}\" AS SELECT * FROM read_parquet('{glob}')")
+    con.execute("SET lock_configuration = true")
+    return con
+
+
+def check_select(con, sql) -> str:
+    import duckdb
+
+    if not isinstance(sql, str) or not sql.strip():
+        raise Refused("the output has no SQL query to recompute")
+    try:
+        statements = con.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise Refused(f"the query does not parse: {str(exc).splitlines()[0]}") from None
+    if len(statements) != 1:
+        raise Refused(f"exactly one SELECT statement is accepted, not {len(statements)}")
+    if statements[0].type != duckdb.StatementType.SELECT:
+        raise Refused(f"only a SELECT statement is accepted, not {statements[0].type.name}")
+    return sql.strip().rstrip(";")
+
+
+def run(job: dict) -> dict:
+    import duckdb
+
+    import sdc
+
+    spec = job.get("spec")
+    if not isinstance(spec, dict):
+        raise Refused("the output has no spec")
+    kind = spec.get("kind", "table")
+    if kind != "table":
+        raise Refused(f"outputs of kind {kind!r} cannot be recomputed yet")
+    table_spec = {k: v for k, v in spec.items() if k != "kind"}
+    source = table_spec.get("source") or {}
+    if not isinstance(source, dict) or set(source) != {"sql"}:
+        raise Refused("only a table defined by a SQL query on the project's data can be "
+                      "recomputed")
+    con = connect(Path(job["data_dir"]), int(job["memory_mb"]), int(job["threads"]))
+    table_spec["source"] = {"sql": check_select(con, source["sql"])}
+    try:
+        policy = sdc.load_policy(job["policy"])
+        t = sdc.table_from_spec(table_spec, con, policy=policy)
+    except (sdc.SdcError, duckdb.Error) as exc:
+        msg = str(exc).splitlines()[0]
+        if "Out of Memory" in msg:
+            raise Refused(f"the query needed more memory than the limit of "
+                          f"{job['memory_mb']} MB") from None
+        if isinstance(exc, duckdb.Error):
+            msg = f"the query failed: {msg}"
+        raise Refused(msg) from None
+    released = t.to_json()
+    return {
+        "ok": True,
+        "kind": "table",
+        "json": released,
+        "evidence": t.to_json(reveal=True),
+        "files": {"table.csv": t.to_csv(), "table.json": json.dumps(released, indent=1)},
+        "html": t.to_html(),
+        "summary": t.summary,
+    }
+
+
+def main() -> None:
+    try:
+        job = json.loads(sys.stdin.buffer.read())
+        result = run(job)
+    except Refused as exc:
+        result = {"ok": False, "error": str(exc)}
+    except MemoryError:
+        result = {"ok": False, "error": "the query needed more memory than allowed"}
+    sys.stdout.write(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
