@@ -320,3 +320,43 @@ def test_publish_replaces_an_earlier_version_read_only(env, people, tmp_path):
     assert pl.read_parquet(d / "part-0.parquet").height == 5
     assert oct(d.stat().st_mode & 0o777) == "0o555"
     assert not any((store / ".staging").iterdir())
+
+
+def test_stata_source_with_bands_empty_and_year_month(env, tmp_path):
+    pd = pytest.importorskip("pandas")
+    pyreadstat = pytest.importorskip("pyreadstat")
+    store, key = env
+    src = tmp_path / "s.dta"
+    pyreadstat.write_dta(pd.DataFrame({
+        "hh": ["A1", "B2", "C3"], "age": [4.0, 40.0, 81.0], "notes": ["x", "y", "z"],
+        "visit": pd.to_datetime(["2021-03-04", "2022-12-31", "2020-01-01"]),
+    }), str(src))
+    spec = write(tmp_path / "s.toml", """
+        [dataset]
+        name = "hh"
+        unit = "household"
+        unit_id = "hh_id"
+        temporal = "visit"
+        [columns.hh]
+        action = "pseudonymise"
+        kind = "id"
+        as = "hh_id"
+        [columns.age]
+        action = "generalise"
+        to = "bands"
+        bands = [0, 18, 65, 80]
+        [columns.notes]
+        action = "empty"
+        [columns.visit]
+        action = "generalise"
+        to = "year-month"
+        """)
+    res = add(src, spec, store, key)
+    df = pl.read_parquet(res.path / "part-0.parquet")
+    assert df["age"].to_list() == ["0-17", "18-64", "80+"]
+    assert df["notes"].to_list() == [None, None, None]
+    assert df["visit"].to_list() == ["2021-03", "2022-12", "2020-01"]
+    assert df["hh_id_status"].to_list() == ["valid"] * 3 and df["hh_id"].n_unique() == 3
+    md = json.loads((res.path / "metadata.json").read_text())
+    assert md["unit_of_observation"] == "household" and md["unit_id"]["kind"] == "id"
+    assert md["temporal_coverage"] == {"start": "2020-01-01", "end": "2022-12-31"}
