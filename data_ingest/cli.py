@@ -86,7 +86,7 @@ def _print_add(res, out) -> None:
     t = Table(title=f"{res.dataset}@{res.version}", show_header=False, box=None)
     t.add_row("rows in", f"{res.rows_in:,}")
     t.add_row("rows out", f"{res.rows_out:,}")
-    t.add_row("objectors' records removed", f"{res.objectors_removed:,}")
+    t.add_row("objector records removed", f"{res.objectors_removed:,}")
     if res.units is not None:
         t.add_row("units (distinct valid ids)", f"{res.units:,}")
     for col, counts in res.status.items():

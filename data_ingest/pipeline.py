@@ -489,7 +489,7 @@ def _run(src: Source, spec: Spec, plan: Plan, objectors: pl.Series, qi_register:
     pending = None
     rows = f"{total:,} rows"
     with ThreadPoolExecutor(max_workers=1) as pool, \
-            rep.stage(f"validating, checking ids, pseudonymising, generalising, writing {rows}", total=total) as advance:
+            rep.stage(f"checking, pseudonymising, writing {rows}", total=total) as advance:
         for k, off in enumerate(range(0, total, slice_rows)):
             df = _collect(plan.compute(lf.slice(off, slice_rows), off), src)
             n_in = df.height
