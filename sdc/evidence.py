@@ -243,6 +243,7 @@ def compute_evidence(
         + (f", quantile_cont(__v, {float(quantile)!r}) AS q" if quantile is not None else "")
     )
     additive = True
+    pc = duckdb.connect()  # private, for the small intermediate results
     if quantile is None:
         # ---- fast path: one pass to inner cells, margins from the inner cells
         if unit:
@@ -270,11 +271,11 @@ def compute_evidence(
         if additive:
             _check_inner(inner.select(levels), dims)
             order = inner.select(levels)
-            rel = duckdb.connect().from_arrow(inner.drop("__dup").to_arrow())
+            rel = pc.from_arrow(inner.drop("__dup").to_arrow())
             margin_sql = (
-                f"SELECT {cast_sql}, {gid_sql}, sum(n) AS n, sum(total) AS total, "
+                f"SELECT {cast_sql}, {gid_sql}, sum(n)::BIGINT AS n, sum(total) AS total, "
                 f"list_slice(list_sort(flatten(list(top)), 'DESC'), 1, {k}) AS top, "
-                "sum(n_neg) AS n_neg, sum(n_miss) AS n_miss, min(vmin) AS vmin, max(vmax) AS vmax "
+                "sum(n_neg)::BIGINT AS n_neg, sum(n_miss)::BIGINT AS n_miss, min(vmin) AS vmin, max(vmax) AS vmax "
                 f"FROM __sdc_inner GROUP BY {_gs_sql(sets)}"
             )
             res = run(rel, "__sdc_inner", margin_sql)
@@ -296,10 +297,10 @@ def compute_evidence(
         raw = run(src.relation, "__sdc_src", sql)
         order = raw.filter(pl.col("__gid") == 0).select(levels)
         _check_inner(order, dims)
-        res = _cast_labels(raw, levels) if raw.height else raw
+        res = _cast_labels(raw, levels, pc) if raw.height else raw
         path = "grouping-sets"
 
-    structure, code_frames = _build_structure(order, dims)
+    structure, code_frames = _build_structure(order, dims, pc)
     n_cells = structure.n_cells
     idx = _cell_index(res, dims, code_frames, structure, n_lv, levels)
 
@@ -348,9 +349,8 @@ def compute_evidence(
     )
 
 
-def _cast_labels(raw: pl.DataFrame, levels: list[str]) -> pl.DataFrame:
+def _cast_labels(raw: pl.DataFrame, levels: list[str], con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     """Cast the level columns to text through DuckDB (the same text the fast path produces)."""
-    con = duckdb.connect()
     rel = con.from_arrow(raw.to_arrow())
     repl = ", ".join(f"CAST({_q(c)} AS VARCHAR) AS {_q(c)}" for c in levels)
     return rel.query("__r", f"SELECT * REPLACE ({repl}) FROM __r").pl()
@@ -390,7 +390,7 @@ def _check_inner(order: pl.DataFrame, dims: Sequence[DimSpec]) -> None:
                 )
 
 
-def _build_structure(order: pl.DataFrame, dims: Sequence[DimSpec]):
+def _build_structure(order: pl.DataFrame, dims: Sequence[DimSpec], con: duckdb.DuckDBPyConnection):
     """Dimensions in display order (Total first, then each parent before its children)."""
     dimensions = []
     code_frames = []
@@ -398,7 +398,7 @@ def _build_structure(order: pl.DataFrame, dims: Sequence[DimSpec]):
     for spec in dims:
         lv = list(spec.levels)
         combos = order.select(lv).unique().sort(lv, nulls_last=True)
-        text = _text(combos, lv)
+        text = _text(combos, lv, con)
         if not spec.hierarchical:
             leaves = text[lv[0]].to_list()
             dim = Dimension(spec.name, [TOTAL, *leaves], {c: TOTAL for c in leaves})
@@ -430,11 +430,10 @@ def _build_structure(order: pl.DataFrame, dims: Sequence[DimSpec]):
     return TableStructure(dimensions), code_frames
 
 
-def _text(frame: pl.DataFrame, cols: list[str]) -> pl.DataFrame:
-    """Native values -> DuckDB's text form, row order kept."""
-    if all(frame[c].dtype == pl.Utf8 for c in cols):
-        return frame
-    con = duckdb.connect()
+def _text(frame: pl.DataFrame, cols: list[str], con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """Native values -> DuckDB's text form (``CAST(x AS VARCHAR)``), row order kept."""
+    if all(frame[c].dtype == pl.Utf8 or frame[c].dtype.is_integer() for c in cols):
+        return frame.select([pl.col(c).cast(pl.Utf8) for c in cols])  # same text as DuckDB's cast
     rel = con.from_arrow(frame.with_row_index("__i").to_arrow())
     repl = ", ".join(f"CAST({_q(c)} AS VARCHAR) AS {_q(c)}" for c in cols)
     return rel.query("__t", f"SELECT {repl} FROM __t ORDER BY __i").pl()
