@@ -8,9 +8,20 @@
 * :mod:`hub.airlock.core` — :class:`Airlock`, the API the web layer calls.
 """
 
-from .core import Airlock, Directory
-from .workflow import (AirlockError, Forbidden, InvalidInput, NotFound, RoleError, State,
-                       WorkflowError)
+# Lazy: importing ``hub.airlock.sandbox_worker`` (a fresh process per recomputation) must not pay
+# for SQLAlchemy and the rest of the core.
+_EXPORTS = {
+    "Airlock": "core", "Directory": "core",
+    "AirlockError": "workflow", "NotFound": "workflow", "Forbidden": "workflow",
+    "WorkflowError": "workflow", "RoleError": "workflow", "InvalidInput": "workflow",
+    "State": "workflow",
+}
+__all__ = sorted(_EXPORTS)
 
-__all__ = ["Airlock", "Directory", "AirlockError", "NotFound", "Forbidden", "WorkflowError",
-           "RoleError", "InvalidInput", "State"]
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
