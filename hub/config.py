@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 
 from .projects import load_projects, projects_of
-from .settings import Settings
+from .settings import ROOT, Settings
 
 # Custom scopes (JupyterHub >= 3): what the airlock and the ingest tools check.
 CUSTOM_SCOPES = {
@@ -143,13 +143,23 @@ def configure(c, s: Settings) -> None:
             "name": "idle-culler",
             "command": [sys.executable, "-m", "jupyterhub_idle_culler",
                         f"--timeout={s.idle_timeout}", "--cull-every=300",
-                        "--remove-named-servers"],
+                        "--remove-named-servers=true"],
         })
         c.JupyterHub.load_roles.append({
             "name": "idle-culler",
             "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
             "services": ["idle-culler"],
         })
+    services.append({
+        "name": "airlock",
+        "url": s.airlock_url,
+        "command": [sys.executable, "-m", "hub.airlock.service"],
+        "environment": {**s.as_env(), "PYTHONPATH": str(ROOT)},
+        "oauth_no_confirm": True,
+        "oauth_client_allowed_scopes": ["custom:airlock:request", "custom:airlock:review",
+                                        "custom:airlock:admin"],
+        "display": True,
+    })
     ops_token = s.hub_dir / "ops-token"
     services.append({"name": "workspace-ops", "api_token": ops_token.read_text().strip()})
     c.JupyterHub.load_roles.append({
@@ -179,3 +189,8 @@ def configure(c, s: Settings) -> None:
     sp.http_timeout = 60
     sp.debug = False
     sp.extra_labels = {"org.tw.instance": s.prefix}
+    sp.environment = {"WORKSPACE_AIRLOCK_URL": f"{s.airlock_url}/services/airlock/"}
+    # The workspace's own token may call the airlock (as its user) and nothing else new.
+    sp.server_token_scopes = ["users:activity!user", "access:servers!server",
+                              "access:services!service=airlock", "custom:airlock:request!user",
+                              "read:users:name!user"]

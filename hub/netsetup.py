@@ -4,7 +4,7 @@ Docker alone closes the way out (``--internal``: no NAT, no route beyond the bri
 between containers (``enable_icc=false``). What it does not close is the host itself: every
 container can reach every port the host listens on at the bridge's gateway address. So
 :func:`apply_firewall` puts a chain in the host's INPUT path for that bridge that lets through
-only replies and the hub API port (and any extra port named, e.g. the airlock API), and rejects
+only replies, the hub API port and the airlock API port (and any extra port named), and rejects
 everything else. A second rule in ``DOCKER-USER`` drops any forwarded packet from the bridge to
 another interface, in case the network is ever recreated without ``--internal``.
 
@@ -68,7 +68,7 @@ def _ipt(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 def firewall_rules(s: Settings) -> list[list[str]]:
     """The rules of the bridge's INPUT chain, in order (pure: for tests and review)."""
     rules = [["-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"]]
-    for port in (s.hub_port, *s.open_ports):
+    for port in (s.hub_port, s.airlock_port, *s.open_ports):
         rules.append(["-p", "tcp", "-d", s.gateway, "--dport", str(port), "-j", "ACCEPT"])
     rules.append(["-p", "tcp", "-j", "REJECT", "--reject-with", "tcp-reset"])
     rules.append(["-j", "REJECT", "--reject-with", "icmp-admin-prohibited"])

@@ -28,6 +28,7 @@ class Project:
     datasets: tuple[str, ...]
     policy: str
     path: Path = field(compare=False)
+    checkers_required: int = 2
 
     @property
     def data_dir(self) -> Path:
@@ -38,6 +39,12 @@ class Project:
 
     def is_checker(self, user: str) -> bool:
         return user in self.checkers
+
+    def policy_ref(self) -> str:
+        """The policy as ``sdc.load_policy`` takes it: a shipped name, or a file in the project."""
+        if self.policy.endswith(".toml"):
+            return str(self.path / Path(self.policy).name)
+        return self.policy
 
     def published_datasets(self) -> list[str]:
         """Datasets that are actually present in the project's data folder."""
@@ -74,7 +81,8 @@ def parse_project(path: Path) -> Project:
         raise ProjectError(f"{cfg}: name '{name}' differs from its folder '{path.name}'")
     if not isinstance(name, str) or not NAME_RE.match(name):
         raise ProjectError(f"{cfg}: project name must match {NAME_RE.pattern}")
-    unknown = set(data) - {"name", "title", "members", "checkers", "datasets", "policy"}
+    unknown = set(data) - {"name", "title", "members", "checkers", "datasets", "policy",
+                           "checkers_required"}
     if unknown:
         raise ProjectError(f"{cfg}: unknown keys: {', '.join(sorted(unknown))}")
     members = _names(data.get("members"), "members", USER_RE, cfg)
@@ -86,7 +94,13 @@ def parse_project(path: Path) -> Project:
     policy = data.get("policy", "acro")
     if not isinstance(policy, str) or not policy:
         raise ProjectError(f"{cfg}: 'policy' must be a policy name or a file name")
+    required = data.get("checkers_required", 2 if len(checkers) >= 2 else 1)
+    if required not in (1, 2):
+        raise ProjectError(f"{cfg}: 'checkers_required' must be 1 or 2")
+    if checkers and required > len(checkers):
+        raise ProjectError(f"{cfg}: {required} checkers required but only {len(checkers)} named")
     return Project(
+        checkers_required=required,
         name=name,
         title=str(data.get("title", name)),
         members=members,

@@ -32,6 +32,7 @@ class Settings:
     public_port: int              # WORKSPACE_PORT
     proxy_api_port: int           # WORKSPACE_PROXY_API_PORT (127.0.0.1 only)
     hub_port: int                 # WORKSPACE_HUB_PORT (on the internal network's gateway)
+    airlock_port: int             # WORKSPACE_AIRLOCK_PORT (the airlock service, same address)
     open_ports: tuple[int, ...]   # WORKSPACE_OPEN_PORTS: more host ports workspaces may reach
     auth: str                     # WORKSPACE_AUTH: demo | native | oauth
     db_url: str                   # WORKSPACE_DB_URL (SQLAlchemy URL)
@@ -63,6 +64,7 @@ class Settings:
             public_port=int(e.get("WORKSPACE_PORT", "8000")),
             proxy_api_port=int(e.get("WORKSPACE_PROXY_API_PORT", "8001")),
             hub_port=int(e.get("WORKSPACE_HUB_PORT", "8081")),
+            airlock_port=int(e.get("WORKSPACE_AIRLOCK_PORT", "8082")),
             open_ports=tuple(int(p) for p in _split(e.get("WORKSPACE_OPEN_PORTS", ""))),
             auth=auth,
             db_url=e.get("WORKSPACE_DB_URL", f"sqlite:///{home / 'hub' / 'jupyterhub.sqlite'}"),
@@ -93,6 +95,11 @@ class Settings:
     def gateway(self) -> str:
         """The host's address on the internal network: the hub API listens here."""
         return str(next(ipaddress.ip_network(self.subnet).hosts()))
+
+    @property
+    def airlock_url(self) -> str:
+        """Where workspaces reach the airlock's API (and the hub's proxy routes browsers)."""
+        return f"http://{self.gateway}:{self.airlock_port}"
 
     @property
     def hub_dir(self) -> Path:

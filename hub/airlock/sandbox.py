@@ -54,6 +54,7 @@ class Recomputed:
     evidence: dict        # the same with true values, for checkers only
     files: dict           # file name -> bytes that would be released
     html: str             # the checker's view of the output
+    why: list             # per unsafe cell: key, status, the rules and their evidence
     summary: dict
 
 
@@ -125,4 +126,5 @@ def recompute(data_dir: Path, spec: dict, policy: str, limits: Limits = Limits()
         raise SandboxError(result.get("error", "refused"))
     files = {name: content.encode() for name, content in result["files"].items()}
     return Recomputed(kind=result["kind"], json=result["json"], evidence=result["evidence"],
-                      files=files, html=result["html"], summary=result.get("summary", {}))
+                      files=files, html=result["html"], why=result.get("why", []),
+                      summary=result.get("summary", {}))

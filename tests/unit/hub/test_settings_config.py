@@ -38,7 +38,7 @@ def test_firewall_allows_only_replies_and_the_hub_port():
     rules = firewall_rules(s)
     assert rules[0][-1] == "ACCEPT" and "ESTABLISHED,RELATED" in rules[0]
     accepted = [r for r in rules if r[-1] == "ACCEPT" and "--dport" in r]
-    assert [r[r.index("--dport") + 1] for r in accepted] == ["8081", "9100"]
+    assert [r[r.index("--dport") + 1] for r in accepted] == ["8081", "8082", "9100"]
     assert all(r[r.index("-d") + 1] == s.gateway for r in accepted)
     assert rules[-1][:2] == ["-j", "REJECT"]  # everything else
 
