@@ -453,6 +453,10 @@ class CheckedTable:
                     + body + "</body></html>")
         return body
 
+    def explanations(self) -> list[str]:
+        """Per cell, in cell order, one line saying why it has its status (the HTML hover text)."""
+        return self._tooltips()
+
     def _tooltips(self) -> list[str]:
         ev = self.evidence
         pol = self.policy
