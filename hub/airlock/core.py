@@ -490,7 +490,7 @@ class Airlock:
 
     def recover(self) -> list[int]:
         """Complete every release that was started but not finished; the ids completed."""
-        with self.db.transaction() as s:
+        with self.db.transaction(readonly=True) as s:
             ids = list(s.scalars(select(Request.id).where(
                 Request.state == State.APPROVED.value,
                 Request.release_requested_at.is_not(None)).order_by(Request.id)))
@@ -566,7 +566,7 @@ class Airlock:
             wanted = {State(x).value for x in states} if states is not None else None
         except ValueError as exc:
             raise InvalidInput(str(exc)) from None
-        with self.db.transaction() as s:
+        with self.db.transaction(readonly=True) as s:
             projects = list(s.scalars(select(Request.project).distinct()))
             if role == "researcher":
                 mine = [p for p in projects if self.directory.is_member(actor, p)]
@@ -612,13 +612,13 @@ class Airlock:
 
     def audit_entries(self, request_id: int | None = None) -> list[dict]:
         """Audit entries, oldest first (all, or one request's). Gate this in the web layer."""
-        with self.db.transaction() as s:
+        with self.db.transaction(readonly=True) as s:
             return self.db.audit_entries(s, request_id)
 
     def verify_audit(self) -> dict:
         """Verify the whole chain; ``{"ok", "count", "head", "first_broken_index",
         "first_broken_seq", "reason"}``."""
-        with self.db.transaction() as s:
+        with self.db.transaction(readonly=True) as s:
             entries = self.db.audit_entries(s)
             _, head = self.db.audit_head(s)
         return auditlog.verify(entries, expected_head=head).to_dict()

@@ -198,9 +198,12 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn):
-            # Every transaction takes the write lock at once: no deadlock on upgrade, and
-            # audit appends are serialised.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # Every writing transaction takes the write lock at once: no deadlock on upgrade,
+            # and audit appends are serialised. Read-only ones read a WAL snapshot.
+            if conn.get_execution_options().get("airlock_readonly"):
+                conn.exec_driver_sql("BEGIN")
+            else:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
     else:
         engine = create_engine(url, pool_pre_ping=True)
     return engine
@@ -212,14 +215,20 @@ class Database:
         self.engine = make_engine(url)
         Base.metadata.create_all(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._read_sessions = sessionmaker(
+            self.engine.execution_options(airlock_readonly=True), expire_on_commit=False)
         with self.transaction() as s:
             if s.get(AuditHead, 1) is None:
                 s.add(AuditHead(id=1, seq=0, hash=auditlog.GENESIS))
 
     @contextmanager
-    def transaction(self) -> Iterator[Session]:
-        """One session, one transaction: commit at the end, roll back on any exception."""
-        with self._sessions() as s:
+    def transaction(self, readonly: bool = False) -> Iterator[Session]:
+        """One session, one transaction: commit at the end, roll back on any exception.
+
+        ``readonly=True`` is for operations that write nothing (no audit entry either): on SQLite
+        they do not take the write lock.
+        """
+        with (self._read_sessions if readonly else self._sessions)() as s:
             with s.begin():
                 yield s
 
