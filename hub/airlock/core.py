@@ -139,7 +139,9 @@ class Airlock:
             rid = int(request_id)
         except (TypeError, ValueError):
             raise NotFound(f"no release request {request_id!r}") from None
-        req = s.get(Request, rid)
+        # Lock the request's row (PostgreSQL; SQLite's write lock is already held) so that two
+        # checkers' decisions on one request are serialised.
+        req = s.get(Request, rid, with_for_update=True)
         if req is None:
             raise NotFound(f"no release request {rid}")
         roles = self._roles(actor, req)

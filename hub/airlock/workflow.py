@@ -15,7 +15,8 @@ States::
 Who (the roles of one user *for one request*, see :func:`roles_for`):
 
 * the **author** (a member of the request's project) creates, edits, submits, resubmits and
-  withdraws; other **members** of the project may look at it and download it once released;
+  withdraws, and may answer the checkers with (public) comments while the request is returned;
+  other **members** of the project may look at it and download it once released;
 * a **checker** of the project votes per output, comments, submits their review, returns, approves,
   rejects and releases. The author is never a checker of their own request, and neither is any
   member of the project (independence), even if the project lists them as checker.
