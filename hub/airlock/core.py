@@ -626,8 +626,31 @@ class Airlock:
         return auditlog.verify(entries, expected_head=head).to_dict()
 
     # ------------------------------------------------------------------ views
-    def _allowed_actions(self, req: Request, roles) -> list[str]:
-        return sorted(a.value for a in wf.Action if wf.allowed(req.state, a, roles))
+    def _allowed_actions(self, req: Request, actor: str, roles, submitted: set[str]) -> list[str]:
+        """What the actor can do now: state and role, and the review conditions that are known
+        (so a page shows only buttons that work)."""
+        outputs = [o.name for o in req.outputs]
+        guards = {
+            wf.Action.SUBMIT: lambda: wf.check_submit(len(outputs)),
+            wf.Action.RESUBMIT: lambda: wf.check_submit(len(outputs)),
+            wf.Action.VOTE: lambda: wf.check_vote("approve", "",
+                                                  already_submitted=actor in submitted),
+            wf.Action.SUBMIT_REVIEW: lambda: wf.check_submit_review(
+                actor, outputs, self._votes(req), already_submitted=actor in submitted),
+            wf.Action.APPROVE: lambda: wf.check_approve(outputs, self._votes(req), submitted,
+                                                        req.checkers_required),
+            wf.Action.REJECT: lambda: wf.check_reject(submitted, req.checkers_required, "-"),
+        }
+        out = []
+        for a in wf.Action:
+            if not wf.allowed(req.state, a, roles):
+                continue
+            try:
+                guards.get(a, lambda: None)()
+            except WorkflowError:
+                continue
+            out.append(a.value)
+        return sorted(out)
 
     def _summary(self, req: Request, actor: str, roles) -> dict:
         submitted = self._submitted(req)
@@ -638,7 +661,7 @@ class Airlock:
             "decided_at": req.decided_at, "released_at": req.released_at,
             "n_outputs": len(req.outputs), "checkers_required": req.checkers_required,
             "reviews_submitted": len(submitted), "roles": sorted(r.value for r in roles),
-            "actions": self._allowed_actions(req, roles),
+            "actions": self._allowed_actions(req, actor, roles, submitted),
         }
         if Role.CHECKER in roles:
             d["my_review_submitted"] = actor in submitted

@@ -531,3 +531,25 @@ def test_readers_are_not_blocked_by_a_writer(airlock, db_url):
     finally:
         con.execute("ROLLBACK")
         con.close()
+
+
+def test_actions_offer_only_what_would_work(airlock):
+    rid = airlock.create_request("alice", "covid", "t")["id"]
+    assert airlock.get_request("alice", rid)["actions"] == ["edit", "withdraw"]  # no submit yet
+    airlock.add_output("alice", rid, name="t1", kind="table", description="d",
+                       files={"t1.csv": CSV}, verified=True)
+    assert airlock.get_request("alice", rid)["actions"] == ["edit", "submit", "withdraw"]
+    airlock.submit("alice", rid)
+    assert airlock.get_request("bob", rid)["actions"] == []
+    assert airlock.get_request("chk1", rid)["actions"] == ["comment", "return", "vote"]
+    airlock.vote("chk1", rid, "t1", "approve")
+    assert "submit_review" in airlock.get_request("chk1", rid)["actions"]
+    airlock.submit_review("chk1", rid)
+    assert airlock.get_request("chk1", rid)["actions"] == ["comment", "return"]
+    airlock.vote("chk2", rid, "t1", "approve")
+    airlock.submit_review("chk2", rid)
+    assert airlock.get_request("chk1", rid)["actions"] == ["approve", "comment", "reject",
+                                                           "return"]
+    airlock.approve("chk2", rid)
+    assert airlock.get_request("chk1", rid)["actions"] == ["release"]
+    assert airlock.get_request("alice", rid)["actions"] == []
