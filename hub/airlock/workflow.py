@@ -33,7 +33,7 @@ A return starts the author's turn; a resubmission starts a new *round*: the chec
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
 
