@@ -19,7 +19,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -53,20 +52,29 @@ def _pid_alive(pidfile: Path) -> int | None:
 
 
 def _stop(pidfile: Path, what: str, timeout: float = 15) -> None:
+    """Stop a process we started and everything it started. JupyterHub starts its managed
+    services (the airlock, the idle culler) in sessions of their own, so they are found as
+    descendants before the hub goes, and stopped after it if they outlive it."""
+    import psutil
+
     pid = _pid_alive(pidfile)
     if pid is None:
         pidfile.unlink(missing_ok=True)
         return
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.1)
-    else:
-        os.kill(pid, signal.SIGKILL)
+    try:
+        proc = psutil.Process(pid)
+        family = [proc, *proc.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        family = []
+    for p in family[:1]:
+        p.terminate()
+    gone, alive = psutil.wait_procs(family[:1], timeout=timeout)
+    rest = [p for p in family[1:] if p.is_running()]
+    for p in rest:
+        p.terminate()
+    gone, alive2 = psutil.wait_procs(rest, timeout=5)
+    for p in alive + alive2:
+        p.kill()
     pidfile.unlink(missing_ok=True)
     print(f"stopped {what} (pid {pid})")
 

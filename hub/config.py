@@ -82,6 +82,19 @@ def named_server_limit(s: Settings):
     return limit
 
 
+def landing_page(s: Settings):
+    """Where a user lands after login: researchers start (or choose) their workspace; checkers,
+    data managers and admins, who have no workspace, go to the airlock."""
+
+    def url(handler) -> str:
+        user = handler.current_user
+        if user and projects_of(user.name, load_projects(s.store)):
+            return "/hub/spawn"
+        return "/services/airlock/"
+
+    return url
+
+
 def configure(c, s: Settings) -> None:
     s.hub_dir.mkdir(parents=True, exist_ok=True)
     projects = load_projects(s.store)
@@ -105,6 +118,7 @@ def configure(c, s: Settings) -> None:
     c.JupyterHub.named_server_limit_per_user = named_server_limit(s)
     c.JupyterHub.cookie_max_age_days = 1
     c.JupyterHub.shutdown_on_logout = False
+    c.JupyterHub.default_url = landing_page(s)
     c.JupyterHub.active_server_limit = 0
     c.JupyterHub.template_vars = {"announcement": "Secure research workspace: outputs leave "
                                                   "only through the airlock."}

@@ -28,11 +28,11 @@ def image():
 @pytest.fixture(scope="session")
 def instance(image):
     inst = Instance(projects={
-        "covid": (["researcher"], ["checker"], {
+        "covid": (["researcher"], ["checker", "checker2"], {
             "persons": "SELECT range AS person_id, range % 2 AS sex FROM range(500)",
             "covid_tests": "SELECT range AS person_id, range % 3 = 0 AS positive FROM range(300)",
         }),
-        "income": (["researcher", "researcher2"], ["checker"], {
+        "income": (["researcher", "researcher2"], ["checker", "checker2"], {
             "income": "SELECT range AS person_id, (range * 37) % 90000 AS income FROM range(400)",
         }),
     })

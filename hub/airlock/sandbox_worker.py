@@ -86,7 +86,7 @@ def run(job: dict) -> dict:
             msg = f"the query failed: {msg}"
         raise Refused(msg) from None
     released = t.to_json()
-    tips = t._tooltips()
+    tips = t.explanations()
     why = [{"key": c["key"], "status": c["status"], "text": tips[i]}
            for i, c in enumerate(released["cells"]) if c["status"] != "safe" or c["review"]]
     return {

@@ -91,9 +91,13 @@ class Base(HubOAuthenticated, web.RequestHandler):
         return self.current_user["name"]
 
     def check_xsrf_cookie(self):
-        # Identify the caller first: a request with a token in its Authorization header is
-        # exempt from the XSRF check (HubAuth marks it), a browser's form post is not.
-        _ = self.current_user
+        # A request with a token in its Authorization header is exempt from the XSRF check
+        # (HubAuth marks it once it has identified the caller, so identify it first); a
+        # browser's form post is not. (Cookie logins check XSRF inside HubOAuth itself.)
+        if self.request.headers.get("Authorization", "").lower().startswith(("token ", "bearer ")):
+            _ = self.current_user
+            if getattr(self, "_token_authenticated", False):
+                return None
         return super().check_xsrf_cookie()
 
     def core(self):
@@ -215,7 +219,7 @@ class OutputsAPI(ApiBase):
                 self.core().add_output, self.user, rid, name=name, kind="table",
                 description=description, justification=justification, spec=data.get("spec"),
                 files=result.files,
-                evidence={"table": result.evidence, "html": result.html, "why": result.why},
+                evidence={**result.evidence, "html": result.html, "why": result.why},
                 preview=preview, verified=True, diff=table_diff(preview, result.json))
         elif kind == "file":
             filename = data.get("filename") or ""

@@ -41,7 +41,7 @@ def login(browser, instance, passwords):
         page.fill("input[name=username]", user)
         page.fill("input[name=password]", passwords[user])
         page.click("input[type=submit], button[type=submit]")
-        page.wait_for_url("**/hub/**")
+        page.wait_for_url(lambda url: "/hub/login" not in url)
         return page
 
     yield _login

@@ -77,9 +77,11 @@ def test_other_users_container_is_unreachable(instance, covid_server):
         instance.stop_server("researcher2", "income", token)
 
 
-def test_only_the_hub_api_answers_on_the_host(instance, covid_server, host_listener, host_ip):
+def test_only_the_hub_and_airlock_apis_answer_on_the_host(instance, covid_server, host_listener,
+                                                          host_ip):
     gw = instance.settings.gateway
     assert connect_from(instance, covid_server, gw, instance.settings.hub_port) == "CONNECTED"
+    assert connect_from(instance, covid_server, gw, instance.settings.airlock_port) == "CONNECTED"
     socket.create_connection((host_ip, host_listener), timeout=3).close()  # control
     socket.create_connection((gw, host_listener), timeout=3).close()  # control
     for host, port in [(gw, host_listener), (host_ip, host_listener), (gw, 22),

@@ -71,6 +71,7 @@ class Instance:
             "WORKSPACE_PORT": str(self.port),
             "WORKSPACE_PROXY_API_PORT": str(self.port + 1),
             "WORKSPACE_HUB_PORT": str(self.port + 81),
+            "WORKSPACE_AIRLOCK_PORT": str(self.port + 82),
             "WORKSPACE_IDLE_TIMEOUT": "3600",
             "WORKSPACE_MEM_LIMIT": "1G",
         }
@@ -160,6 +161,24 @@ class Instance:
                 return
             time.sleep(0.2)
         raise TimeoutError(f"{user}/{project} did not stop")
+
+    def airlock(self, method: str, path: str, token: str, body=None):
+        """(status, parsed JSON or bytes) of a call to the airlock's API, as a workspace makes it."""
+        url = f"{self.settings.airlock_url}/services/airlock/{path}"
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(url, data=data, method=method)
+        req.add_header("Authorization", f"token {token}")
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(req, timeout=300) as r:
+                raw, status = r.read(), r.status
+        except urllib.error.HTTPError as e:
+            raw, status = e.read(), e.code
+        try:
+            return status, json.loads(raw)
+        except ValueError:
+            return status, raw
 
     def container(self, user: str, project: str):
         return self.docker.containers.get(f"{self.prefix}-{user}--{project}")

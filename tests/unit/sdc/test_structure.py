@@ -83,3 +83,15 @@ def test_single_child_parent_relation():
     # Total = P, P = only
     assert A.shape == (2, 3)
     assert t.is_additive(np.array([4.0, 4.0, 4.0]))
+
+
+def test_containment():
+    t = TableStructure([region_dim(), Dimension.flat("sex", ["m", "f"])])
+    i = t.index
+    assert t.contains(i(("Total", "Total")), i(("a", "m")))
+    assert t.contains(i(("R1", "m")), i(("a", "m")))
+    assert not t.contains(i(("R1", "m")), i(("a", "f")))
+    assert not t.contains(i(("R2", "Total")), i(("a", "m")))
+    assert t.contains(i(("a", "m")), i(("a", "m")))
+    assert t.nested(np.array([i(("a", "m"))]), np.array([i(("R1", "Total"))]))[0]
+    assert not t.nested(i(("a", "m")), i(("b", "Total")))
