@@ -242,6 +242,32 @@ def print_logins(s: Settings) -> None:
     print(f"(passwords are in {f}, readable by root only)")
 
 
+def verify_audit(s: Settings, show: int = 0) -> int:
+    """Print whether the audit chain is intact; exit status 1 at the first broken link."""
+    from sqlalchemy import create_engine, inspect
+
+    from .airlock.core import Airlock
+    from .airlock.directory import ProjectDirectory
+    from .airlock.service import airlock_db_url
+
+    url = airlock_db_url(s)
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
+        raise LaunchError(f"no airlock database at {url}")
+    if "audit" not in " ".join(inspect(create_engine(url)).get_table_names()):
+        raise LaunchError(f"{url} holds no audit log")
+    core = Airlock(url, s.home / "airlock" / "releases", ProjectDirectory(s.store),
+                   recover_on_start=False)
+    result = core.verify_audit()
+    for e in core.audit_entries()[-show:] if show else []:
+        print(json.dumps(e, sort_keys=True))
+    if result["ok"]:
+        print(f"audit log intact: {result['count']} entries, head {str(result['head'])[:16]}")
+        return 0
+    print(f"audit log BROKEN at entry {result['first_broken_seq']} "
+          f"(index {result['first_broken_index']}): {result['reason']}")
+    return 1
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="workspace-hub", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -253,6 +279,8 @@ def main(argv: list[str] | None = None) -> None:
     t = sub.add_parser("token", help="print an API token for a user")
     t.add_argument("user")
     sub.add_parser("logins", help="print the demo accounts")
+    a = sub.add_parser("audit", help="verify the airlock's hash-chained audit log")
+    a.add_argument("--show", type=int, default=0, metavar="N", help="also print the last N entries")
     args = ap.parse_args(argv)
     try:
         s = Settings.from_env()
@@ -271,6 +299,8 @@ def main(argv: list[str] | None = None) -> None:
             print(launcher.user_token(args.user))
         elif args.cmd == "logins":
             print_logins(s)
+        elif args.cmd == "audit":
+            sys.exit(verify_audit(s, args.show))
     except (LaunchError, ValueError, OSError, urllib.error.URLError) as exc:
         sys.exit(f"workspace-hub: {exc}")
     except Exception as exc:  # docker errors, network errors: one clear line

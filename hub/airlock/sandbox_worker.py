@@ -7,6 +7,7 @@ process with limits and (as root) dropped privileges.
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -101,15 +102,105 @@ def run(job: dict) -> dict:
     }
 
 
-def main() -> None:
+def answer(job: dict) -> dict:
     try:
-        job = json.loads(sys.stdin.buffer.read())
-        result = run(job)
+        return run(job)
     except Refused as exc:
-        result = {"ok": False, "error": str(exc)}
+        return {"ok": False, "error": str(exc)}
     except MemoryError:
-        result = {"ok": False, "error": "the query needed more memory than allowed"}
-    sys.stdout.write(json.dumps(result))
+        return {"ok": False, "error": "the query needed more memory than allowed"}
+    except Exception as exc:  # noqa: BLE001 - the job's own failure, reported in one line
+        return {"ok": False, "error": f"the recomputation failed: {type(exc).__name__}: {exc}"}
+
+
+def _read_all(fd: int, deadline: float) -> bytes | None:
+    """Everything the child writes before it closes the pipe, or None past the deadline."""
+    import select
+    import time
+
+    chunks = []
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        ready, _, _ = select.select([fd], [], [], left)
+        if not ready:
+            return None
+        chunk = os.read(fd, 1 << 20)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def fork_job(job: dict) -> dict:
+    """Run one job in a forked child with the job's limits; the child shares nothing back but
+    its answer."""
+    import signal
+    import time
+
+    from hub.airlock.sandbox import _limit_rlimits
+
+    timeout = float(job.get("timeout_s", 120))
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child
+        try:
+            os.close(r)
+            _limit_rlimits(int(job.get("address_space_mb", 8192)), int(timeout) + 5,
+                           int(job.get("max_output_bytes", 64 << 20)))
+            data = json.dumps(answer(job)).encode()
+            view = memoryview(data)
+            while view:
+                view = view[os.write(w, view):]
+        finally:
+            os._exit(0)
+    os.close(w)
+    try:
+        data = _read_all(r, time.monotonic() + timeout)
+    finally:
+        os.close(r)
+    if data is None:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        return {"ok": False, "error": f"the query ran longer than the limit of {timeout:.0f} s "
+                                      "and was stopped"}
+    _, status = os.waitpid(pid, 0)
+    if not data:
+        sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0
+        if sig in (signal.SIGXCPU, signal.SIGKILL):
+            return {"ok": False, "error": "the query used more CPU time than allowed"}
+        return {"ok": False, "error": "the recomputation failed (its process ended without an "
+                                      "answer, most likely out of memory)"}
+    return json.loads(data)
+
+
+def serve() -> None:
+    """Import everything once, then answer one JSON job per line, each in a forked child."""
+    import duckdb  # noqa: F401 - warm imports shared by every job
+    import numpy  # noqa: F401
+    import polars  # noqa: F401
+
+    import sdc  # noqa: F401
+    import sdc.table  # noqa: F401
+
+    out = sys.stdout.buffer
+    for line in sys.stdin.buffer:
+        if not line.strip():
+            continue
+        try:
+            job = json.loads(line)
+            result = fork_job(job)
+        except ValueError:
+            result = {"ok": False, "error": "the job is not JSON"}
+        out.write(json.dumps(result).encode() + b"\n")
+        out.flush()
+
+
+def main() -> None:
+    if "--serve" in sys.argv[1:]:
+        serve()
+        return
+    sys.stdout.write(json.dumps(answer(json.loads(sys.stdin.buffer.read()))))
 
 
 if __name__ == "__main__":

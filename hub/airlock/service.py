@@ -41,6 +41,11 @@ MAX_BODY = 16 * 1024 * 1024
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,79}$")
 
 
+def airlock_db_url(s: Settings) -> str:
+    """The airlock's database: ``AIRLOCK_DB_URL``, else SQLite in ``<home>/airlock``."""
+    return os.environ.get("AIRLOCK_DB_URL", f"sqlite:///{s.home / 'airlock' / 'airlock.sqlite'}")
+
+
 class Context:
     """What every handler needs: the core, the directory, settings, the template environment."""
 
@@ -50,10 +55,7 @@ class Context:
         self.directory = ProjectDirectory(s.store)
         adir = s.home / "airlock"
         adir.mkdir(parents=True, exist_ok=True)
-        db_url = os.environ.get("AIRLOCK_DB_URL", f"sqlite:///{adir / 'airlock.sqlite'}")
-        self.airlock = airlock_core.Airlock(db_url, adir / "releases", self.directory)
-        if hasattr(self.airlock, "recover"):
-            self.airlock.recover()
+        self.airlock = airlock_core.Airlock(airlock_db_url(s), adir / "releases", self.directory)
         self.limits = Limits(
             timeout_s=float(os.environ.get("AIRLOCK_JOB_TIMEOUT", "120")),
             memory_mb=int(os.environ.get("AIRLOCK_JOB_MEMORY_MB", "2048")),
@@ -127,6 +129,8 @@ class Base(HubOAuthenticated, web.RequestHandler):
             raise web.HTTPError(404, str(exc) or "not found") from None
         except airlock_core.Forbidden as exc:
             raise web.HTTPError(403, str(exc)) from None
+        except airlock_core.InvalidInput as exc:
+            raise web.HTTPError(400, str(exc)) from None
         except airlock_core.AirlockError as exc:
             raise web.HTTPError(409, str(exc)) from None
 
