@@ -33,6 +33,8 @@ from .metadata import PSEUDONYM_METHOD, dataset_record, variables, write_parquet
 from .rules import (
     STATUS_MISSING,
     bands_expr,
+    bsn_check_expr,
+    bsn_number_expr,
     date_year_expr,
     date_year_month_expr,
     id_valid_expr,
@@ -319,19 +321,25 @@ def add(source: str | Path, spec: str | Path | Spec, store: str | Path | Store,
 @dataclass
 class Plan:
     """What to compute from a slice of the source: typed values, identifier columns (normalised,
-    valid, pseudonym), one boolean column per check, and the output and linkage-key columns."""
+    valid, pseudonym), one boolean column per check, and the output and linkage-key columns.
+
+    Everything, the output columns included, is computed by the engine in one query per slice
+    (both cores); the slice keeps only the columns used afterwards (checks, counts, objection
+    matching, output), so what is left in Python is counting, filtering and selecting."""
 
     spec: Spec
     steps: list[list[pl.Expr]]  # successive with_columns
     checks: list[Check]
-    out: list[pl.Expr]
-    link_keys: list[pl.Expr]
+    out: list[pl.Expr]  # selects the output columns from a computed slice
+    link_keys: list[pl.Expr]  # selects the linkage keys from a computed slice
     unit_h: str | None
-    unit_key: pl.Expr | None
+    unit_ok: str | None
+    unit_key: str | None  # column: the unit id's distinct-able value where valid, else null
     qi: str | None  # pseudonym of the quasi-identifiers (objection matching without an id)
     pseudonymised: list[Column]
     temporal: str | None
     needed: list[str]
+    keep: list[str]  # columns of a computed slice
 
     def compute(self, lf: pl.LazyFrame, offset: int = 0) -> pl.LazyFrame:
         lf = lf.select(self.needed)
@@ -339,7 +347,7 @@ class Plan:
             lf = lf.with_columns(pl.int_range(offset, offset + pl.len(), dtype=pl.Int64).alias("_rid"))
         for step in self.steps:
             lf = lf.with_columns(step)
-        return lf
+        return lf.select(self.keep)
 
 
 def _plan(spec: Spec, schema, master: str) -> Plan:
@@ -376,26 +384,38 @@ def _plan(spec: Spec, schema, master: str) -> Plan:
             nulling[name] = pl.col(f"__bad_{i}") if cond is None else cond | pl.col(f"__bad_{i}")
     if nulling:
         steps.append([pl.when(cond).then(None).otherwise(pl.col(name)).alias(name) for name, cond in nulling.items()])
-    norm, ids = [], []
+    text, norm, nums, ids, hashes = [], [], [], [], []
     out: list[pl.Expr] = []
-    unit_h = unit_key = None
+    unit_h = unit_ok = unit_key = None
     pseud = []
+    counted: list[str] = []
     for c in spec.columns:
         if c.action == "drop":
             continue
         v = pl.col(tmp[c.source])
         if c.action == "pseudonymise":
             pseud.append(c)
-            norm.append(normalise_id_expr(v, c.kind).alias(f"__n_{c.name}"))
+            # Strip once, normalise, then (BSN) the number once: the 11-test, the unit count
+            # and nothing else read it. Only valid identifiers are hashed.
+            text.append(v.cast(pl.String).str.strip_chars().alias(f"__t_{c.name}"))
+            norm.append(normalise_id_expr(pl.col(f"__t_{c.name}"), c.kind, stripped=True).alias(f"__n_{c.name}"))
             n = pl.col(f"__n_{c.name}")
-            ids += [id_valid_expr(n, c.kind).alias(f"__ok_{c.name}"),
-                    pseudonym_expr(n, kind_key(master, c.kind)).alias(f"__h_{c.name}")]
-            ok, h = pl.col(f"__ok_{c.name}"), pl.col(f"__h_{c.name}")
+            if c.kind == "bsn":
+                nums.append(bsn_number_expr(n).alias(f"__x_{c.name}"))
+                ok_expr = bsn_check_expr(pl.col(f"__x_{c.name}"))
+            else:
+                ok_expr = id_valid_expr(n, c.kind)
+            ids.append(ok_expr.alias(f"__ok_{c.name}"))
+            ok = pl.col(f"__ok_{c.name}")
+            hashes += [pseudonym_expr(pl.when(ok).then(n), kind_key(master, c.kind)).alias(f"__h_{c.name}"),
+                       n.is_null().alias(f"__miss_{c.name}")]
+            counted += [f"__ok_{c.name}", f"__miss_{c.name}"]
             if c.name == spec.unit_id:
-                unit_h = f"__h_{c.name}"
+                unit_h, unit_ok = f"__h_{c.name}", f"__ok_{c.name}"
                 # Distinct valid ids = distinct pseudonyms; counted on the (cheaper) number.
-                unit_key = (n.cast(pl.Int64, strict=False) if c.kind == "bsn" else n).filter(ok)
-            out += [pl.when(ok).then(h).alias(c.name), link_status_expr(n, ok).alias(c.status_column)]
+                unit_key = f"__u_{c.name}"
+                hashes.append(pl.when(ok).then(pl.col(f"__x_{c.name}") if c.kind == "bsn" else n).alias(unit_key))
+            out += [pl.col(f"__h_{c.name}").alias(c.name), link_status_expr(n, ok).alias(c.status_column)]
         elif c.action == "generalise":
             out.append(generalise(c, v, pc_ok.get(c.source)).alias(c.name))
         elif c.action == "empty":
@@ -403,7 +423,7 @@ def _plan(spec: Spec, schema, master: str) -> Plan:
         else:
             out.append(v.alias(c.name))
     if norm:
-        steps += [norm, ids]
+        steps += [text, norm] + ([nums] if nums else []) + [ids, hashes]
     if spec.unit_id_created:
         out = [pl.lit(None, dtype=pl.String).alias(spec.unit_id),
                pl.lit(STATUS_MISSING).alias(f"{spec.unit_id}_status")] + out
@@ -415,11 +435,23 @@ def _plan(spec: Spec, schema, master: str) -> Plan:
         roles = _role_exprs(spec, tmp)
         if QI_ROLES <= set(roles):
             qi = "__qi"
-            text = pl.concat_str([roles["birth_date"].cast(pl.String), roles["sex"], roles["postcode"]], separator="|")
-            steps.append([pseudonym_expr(text, kind_key(master, QI_KIND)).alias(qi)])
+            text_qi = pl.concat_str([roles["birth_date"].cast(pl.String), roles["sex"], roles["postcode"]],
+                                    separator="|")
+            steps.append([pseudonym_expr(text_qi, kind_key(master, QI_KIND)).alias(qi)])
+    # The output and linkage columns are computed in the engine too, under internal names (an
+    # output column may have a source column's name), and renamed when selected.
+    steps.append([e.alias(f"__o_{i}") for i, e in enumerate(out)] +
+                 [e.alias(f"__k_{i}") for i, e in enumerate(link_keys)])
+    temporal = tmp.get(spec.temporal) if spec.temporal else None
+    keep = ([f"__bad_{i}" for i in range(len(checks))] + counted
+            + [x for x in (unit_h, unit_key, qi, temporal) if x is not None and x not in counted]
+            + [f"__o_{i}" for i in range(len(out))] + [f"__k_{i}" for i in range(len(link_keys))])
+    keep = list(dict.fromkeys(keep))
+    out_sel = [pl.col(f"__o_{i}").alias(e.meta.output_name()) for i, e in enumerate(out)]
+    key_sel = [pl.col(f"__k_{i}").alias(e.meta.output_name()) for i, e in enumerate(link_keys)]
     needed = [c.source for c in spec.columns if c.source in tmp]
-    return Plan(spec, steps, checks, out, link_keys, unit_h, unit_key, qi, pseud,
-                tmp.get(spec.temporal) if spec.temporal else None, needed)
+    return Plan(spec, steps, checks, out_sel, key_sel, unit_h, unit_ok, unit_key, qi, pseud, temporal,
+                needed, keep)
 
 
 @dataclass
@@ -493,7 +525,7 @@ def _run(src: Source, spec: Spec, plan: Plan, objectors: pl.Series, qi_register:
         for k, off in enumerate(range(0, total, slice_rows)):
             df = _collect(plan.compute(lf.slice(off, slice_rows), off), src)
             n_in = df.height
-            _check_slice(df, plan, acc, off, src)
+            _check_slice(df, plan, acc, off, src, lf)
             acc.rows += df.height
             if obj_list is not None and plan.unit_h:
                 objector = pl.col(plan.unit_h).is_in(obj_list).fill_null(False)  # no id: not an objector
@@ -501,7 +533,7 @@ def _run(src: Source, spec: Spec, plan: Plan, objectors: pl.Series, qi_register:
                     acc.objector_qi.append(df.filter(objector)[plan.qi].drop_nulls())
                 df = df.filter(~objector)
             if qi_list is not None:
-                no_id = ~pl.col(plan.unit_h.replace("__h_", "__ok_")) if plan.unit_h else pl.lit(True)
+                no_id = ~pl.col(plan.unit_ok) if plan.unit_ok else pl.lit(True)
                 n_before = df.height
                 df = df.filter(~(no_id & pl.col(plan.qi).is_in(qi_list).fill_null(False)))
                 acc.removed_qi += n_before - df.height
@@ -525,8 +557,9 @@ def _write_part(out: pl.DataFrame, keys: pl.DataFrame | None, stage: Path, k: in
         keys.write_parquet(stage / "_linkage" / f"keys-{k}.parquet", compression="zstd")
 
 
-def _check_slice(df: pl.DataFrame, plan: Plan, acc: _Acc, off: int, src: Source) -> None:
-    """Add this slice's failures; raise for the first failing value of an 'error' check."""
+def _check_slice(df: pl.DataFrame, plan: Plan, acc: _Acc, off: int, src: Source, lf: pl.LazyFrame) -> None:
+    """Add this slice's failures; raise for the first failing value of an 'error' check (its
+    value is read back from the source, ``lf``, which the slice was computed from)."""
     checks = plan.checks
     if checks:
         counts = df.select([pl.col(f"__bad_{i}").sum() for i in range(len(checks))]).row(0)
@@ -540,9 +573,7 @@ def _check_slice(df: pl.DataFrame, plan: Plan, acc: _Acc, off: int, src: Source)
         if first:
             r, i, n = first
             ch = checks[i]
-            value = df.select(pl.col(ch.column).cast(pl.String).gather(r)).item() if ch.column in df.columns else None
-            if value is None:
-                value = src.lf.slice(off + r, 1).select(pl.col(ch.column).cast(pl.String)).collect().item()
+            value = lf.slice(off + r, 1).select(pl.col(ch.column).cast(pl.String)).collect().item()
             more = f" ({n:,} rows in this part of the file have this problem)" if n > 1 else ""
             row = off + r
             raise IngestError(ch.message.replace("{value}", str(value)) + more, file=str(src.path),
@@ -560,13 +591,13 @@ def _count_slice(df: pl.DataFrame, plan: Plan, acc: _Acc) -> None:
     aggs = []
     for c in plan.pseudonymised:
         aggs += [pl.col(f"__ok_{c.name}").sum().alias(f"v:{c.name}"),
-                 pl.col(f"__n_{c.name}").is_null().sum().alias(f"m:{c.name}")]
+                 pl.col(f"__miss_{c.name}").sum().alias(f"m:{c.name}")]
     res = df.select(aggs).row(0, named=True)
     for c in plan.pseudonymised:
         acc.valid[c.name] = acc.valid.get(c.name, 0) + res[f"v:{c.name}"]
         acc.missing[c.name] = acc.missing.get(c.name, 0) + res[f"m:{c.name}"]
     if plan.unit_key is not None:
-        acc.unit_keys.append(df.select(plan.unit_key).to_series())
+        acc.unit_keys.append(df[plan.unit_key].drop_nulls())
 
 
 def _check_columns(src: Source, spec: Spec) -> None:
