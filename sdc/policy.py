@@ -44,6 +44,23 @@ Schema (see ``docs/sdc-policies.md`` for the full description)::
     method = "auto"                  # passed to sdc.suppress.secondary_suppression; "none" = off
     threshold_protection = 0.10      # required protection of a threshold/zero/negative cell,
     min_protection = 1.0             # as a fraction of its value, and at least this much
+
+    # figures, models and summary statistics (sdc.figure / sdc.model / sdc.summary)
+    [statistics]
+    extremes = "refuse"              # min/max in sdc.summary: "refuse" | "mean_of_k"
+    extremes_k = 5                   # ... the mean of the k most extreme units
+
+    [models]
+    min_residual_df = 10             # residual degrees of freedom of a model
+    min_units_per_level = 10         # units behind every categorical level / interaction cell
+                                     # (default: threshold.min_units)
+    significant_digits = 4           # released numbers rounded to this many significant digits
+
+    [figures]
+    survival_min_left = 10           # Kaplan-Meier: pool steps until this many units left the
+                                     # risk set (default: threshold.min_units)
+    whiskers = [5, 95]               # box plot whisker percentiles
+    box_min_units_each_side = 10     # a box-plot percentile q needs n*min(q,1-q) >= this
 """
 
 from __future__ import annotations
@@ -70,6 +87,7 @@ STATS = ("count", "sum", "mean", "median", "percentile", "min", "max")
 
 _ACTIONS_NEG = ("unsafe", "review")
 _ACTIONS_MISSING = ("ignore", "review", "unsafe")
+_EXTREMES = ("refuse", "mean_of_k")
 
 
 from sdc.errors import PolicyError
@@ -101,6 +119,14 @@ class Policy:
     secondary_method: str = "auto"
     threshold_protection: float = 0.10
     min_protection: float = 1.0
+    extremes: str = "refuse"
+    extremes_k: int = 5
+    min_residual_df: int | None = None
+    model_min_units_per_level: int | None = None
+    significant_digits: int | None = None
+    survival_min_left: int | None = None
+    whiskers: tuple[int, int] = (5, 95)
+    box_min_units_each_side: int = 0
     path: str | None = field(default=None, compare=False)
 
     # ------------------------------------------------------------------ construction
@@ -109,7 +135,8 @@ class Policy:
         """Validate a parsed TOML document; raise :class:`PolicyError` naming the bad key."""
         d = dict(data)
         top = {"name", "title", "source", "description", "threshold", "dominance", "p_percent",
-               "zeros", "negatives", "missing", "statistics", "rounding", "secondary"}
+               "zeros", "negatives", "missing", "statistics", "rounding", "secondary", "models",
+               "figures"}
         _no_unknown(d, top, where)
         name = d.get("name")
         if not isinstance(name, str) or not name.strip():
@@ -177,7 +204,11 @@ class Policy:
         if "statistics" in d:
             w = f"{where}: [statistics]"
             t = _table(d["statistics"], w)
-            _no_unknown(t, {"allowed", "percentile_min_units_each_side"}, w)
+            _no_unknown(t, {"allowed", "percentile_min_units_each_side", "extremes", "extremes_k"}, w)
+            if "extremes" in t:
+                kw["extremes"] = _choice(t["extremes"], _EXTREMES, f"{w}.extremes")
+            if "extremes_k" in t:
+                kw["extremes_k"] = _int(t["extremes_k"], f"{w}.extremes_k", lo=1)
             if "allowed" in t:
                 allowed = t["allowed"]
                 if not isinstance(allowed, list) or not all(isinstance(s, str) for s in allowed):
@@ -220,6 +251,32 @@ class Policy:
                 if mp < 0:
                     raise PolicyError(f"{w}.min_protection must be >= 0, got {mp}")
                 kw["min_protection"] = mp
+
+        if "models" in d:
+            w = f"{where}: [models]"
+            t = _table(d["models"], w)
+            _no_unknown(t, {"min_residual_df", "min_units_per_level", "significant_digits"}, w)
+            if "min_residual_df" in t:
+                kw["min_residual_df"] = _int(t["min_residual_df"], f"{w}.min_residual_df", lo=1)
+            if "min_units_per_level" in t:
+                kw["model_min_units_per_level"] = _int(t["min_units_per_level"], f"{w}.min_units_per_level", lo=1)
+            if "significant_digits" in t:
+                kw["significant_digits"] = _int(t["significant_digits"], f"{w}.significant_digits", lo=1)
+
+        if "figures" in d:
+            w = f"{where}: [figures]"
+            t = _table(d["figures"], w)
+            _no_unknown(t, {"survival_min_left", "whiskers", "box_min_units_each_side"}, w)
+            if "survival_min_left" in t:
+                kw["survival_min_left"] = _int(t["survival_min_left"], f"{w}.survival_min_left", lo=1)
+            if "whiskers" in t:
+                wh = t["whiskers"]
+                if (not isinstance(wh, list) or len(wh) != 2 or not all(isinstance(x, int) and not isinstance(x, bool) for x in wh)
+                        or not 1 <= wh[0] < 25 or not 75 < wh[1] <= 99):
+                    raise PolicyError(f"{w}.whiskers must be two percentiles [lo, hi] with 1 <= lo < 25 and 75 < hi <= 99, got {wh!r}")
+                kw["whiskers"] = (wh[0], wh[1])
+            if "box_min_units_each_side" in t:
+                kw["box_min_units_each_side"] = _int(t["box_min_units_each_side"], f"{w}.box_min_units_each_side", lo=0)
         return cls(**kw)
 
     # ------------------------------------------------------------------ queries
@@ -231,6 +288,20 @@ class Policy:
         """True if the statistic (``count``, ``mean``, ``median``, ``p90``, ...) is allowed."""
         kind = stat_kind(stat)
         return kind in self.allowed_stats or (kind == "median" and "percentile" in self.allowed_stats)
+
+    @property
+    def units_per_level(self) -> int:
+        """Units a model's categorical level / interaction cell needs (default: the threshold)."""
+        if self.model_min_units_per_level is not None:
+            return self.model_min_units_per_level
+        return self.min_units or 1
+
+    @property
+    def survival_pool(self) -> int:
+        """Units that must leave a Kaplan-Meier risk set between released steps."""
+        if self.survival_min_left is not None:
+            return self.survival_min_left
+        return self.min_units or 1
 
     @property
     def top_k(self) -> int:
@@ -251,6 +322,8 @@ class Policy:
         out["statistics"] = {
             "allowed": list(self.allowed_stats),
             "percentile_min_units_each_side": self.percentile_min_units_each_side,
+            "extremes": self.extremes,
+            "extremes_k": self.extremes_k,
         }
         out["rounding"] = (
             {"base": self.rounding_base, "stats": list(self.rounding_stats)} if self.rounds else None
@@ -259,6 +332,14 @@ class Policy:
             "method": self.secondary_method,
             "threshold_protection": self.threshold_protection,
             "min_protection": self.min_protection,
+        }
+        models = {"min_residual_df": self.min_residual_df, "min_units_per_level": self.units_per_level,
+                  "significant_digits": self.significant_digits}
+        out["models"] = {k: v for k, v in models.items() if v is not None}
+        out["figures"] = {
+            "survival_min_left": self.survival_pool,
+            "whiskers": list(self.whiskers),
+            "box_min_units_each_side": self.box_min_units_each_side,
         }
         return out
 
