@@ -104,16 +104,19 @@ class Check:
     on_invalid: str = "error"
 
 
-def _parse(c: Column, dtype: pl.DataType, decimal_comma: bool) -> tuple[pl.Expr, pl.Expr | None]:
-    """The typed value of a source column, and an expression that is true where parsing failed."""
+def _parse(c: Column, dtype: pl.DataType, decimal_comma: bool,
+           text: pl.Expr | None = None) -> tuple[pl.Expr, pl.Expr | None]:
+    """The typed value of a source column, and an expression that is true where parsing failed.
+
+    ``text``: the column already as text without surrounding white space and blanks as null
+    (:func:`_text`; computed once in an earlier step), for a text column."""
     s = pl.col(c.source)
     t = c.type
     if t is None:
         return s, None
     is_text = dtype == pl.String or dtype == pl.Categorical
     if is_text:
-        s = s.cast(pl.String).str.strip_chars()
-        s = pl.when(s.str.len_bytes() > 0).then(s)
+        s = _text(s) if text is None else text
     if t == "str":
         if is_text:
             return s, None
@@ -145,6 +148,12 @@ def _parse(c: Column, dtype: pl.DataType, decimal_comma: bool) -> tuple[pl.Expr,
         if isinstance(dtype, pl.Datetime):
             return s.cast(pl.Date), None
     raise IngestError(f"cannot read a {dtype} column as type '{t}'", column=c.source)
+
+
+def _text(s: pl.Expr) -> pl.Expr:
+    """A text column stripped of surrounding white space; blank becomes null."""
+    s = s.cast(pl.String).str.strip_chars()
+    return pl.when(s.str.len_bytes() > 0).then(s)
 
 
 def _type_message(c: Column) -> str:
@@ -354,6 +363,7 @@ def _plan(spec: Spec, schema, master: str) -> Plan:
     """Steps: typed values -> postcode flags -> one 'bad' flag per check -> invalid values to null
     (where asked) -> normalised identifiers -> validity and pseudonyms. Each step reads the
     previous steps' columns, so nothing is computed twice."""
+    texts: list[pl.Expr] = []  # text columns stripped once, read by the parsing and the checks
     values: list[pl.Expr] = []
     pc_flags: list[pl.Expr] = []
     checks: list[Check] = []
@@ -363,7 +373,12 @@ def _plan(spec: Spec, schema, master: str) -> Plan:
         if c.action == "drop" and not c.link:
             continue
         name = tmp[c.source] = f"__v_{len(tmp)}"
-        v, parse_bad = _parse(c, schema[c.source], spec.decimal_comma)
+        dtype = schema[c.source]
+        text = None
+        if c.type is not None and (dtype == pl.String or dtype == pl.Categorical):
+            texts.append(_text(pl.col(c.source)).alias(f"__s_{name}"))
+            text = pl.col(f"__s_{name}")
+        v, parse_bad = _parse(c, dtype, spec.decimal_comma, text)
         if c.to == "pc4" or c.link == "postcode":
             v = normalise_postcode_expr(v)
             pc_flags.append(pl.col(name).str.contains(POSTCODE6).fill_null(False).alias(f"__pc_{name}"))
@@ -371,7 +386,7 @@ def _plan(spec: Spec, schema, master: str) -> Plan:
         values.append(v.alias(name))
         if c.action in ("keep", "generalise") or c.link:
             checks += column_checks(c, pl.col(name), parse_bad, pc_ok.get(c.source))
-    steps = [values]
+    steps = [texts, values] if texts else [values]
     if pc_flags:
         steps.append(pc_flags)
     if checks:

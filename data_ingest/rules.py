@@ -91,8 +91,8 @@ def bsn_number_expr(normalised: pl.Expr) -> pl.Expr:
     else null. Computed once per identifier column and shared by the 11-test, the unit count
     and the objection match."""
     nine = (normalised.str.len_bytes() == 9) & ~normalised.str.starts_with("+")  # "+" parses as a sign
-    x = pl.when(nine).then(normalised).cast(pl.Int64, strict=False)
-    return pl.when(x > 0).then(x)  # 1..999999999 ("-12345678" is negative: rejected)
+    x = normalised.cast(pl.Int64, strict=False)
+    return pl.when(nine & (x > 0)).then(x)  # 1..999999999 ("-12345678" is negative: rejected)
 
 
 def bsn_check_expr(number: pl.Expr) -> pl.Expr:
