@@ -22,6 +22,7 @@ fit to show the researcher.
 from __future__ import annotations
 
 import atexit
+import base64
 import json
 import os
 import resource
@@ -186,7 +187,7 @@ class Recomputer:
             raise SandboxError("the recomputation failed: its worker stopped unexpectedly")
         if not result.get("ok"):
             raise SandboxError(result.get("error", "refused"))
-        files = {name: content.encode() for name, content in result["files"].items()}
+        files = {name: base64.b64decode(content) for name, content in result["files"].items()}
         return Recomputed(kind=result["kind"], json=result["json"], evidence=result["evidence"],
                           files=files, html=result["html"], why=result.get("why", []),
                           summary=result.get("summary", {}))

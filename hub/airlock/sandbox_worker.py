@@ -57,7 +57,13 @@ def check_select(con, sql) -> str:
     return sql.strip().rstrip(";")
 
 
+# kind -> the sdc function that recomputes it from its spec
+RECOMPUTE = {"table": "table_from_spec", "figure": "figure_from_spec", "model": "model_from_spec"}
+
+
 def run(job: dict) -> dict:
+    import base64
+
     import duckdb
 
     import sdc
@@ -66,18 +72,35 @@ def run(job: dict) -> dict:
     if not isinstance(spec, dict):
         raise Refused("the output has no spec")
     kind = spec.get("kind", "table")
-    if kind != "table":
-        raise Refused(f"outputs of kind {kind!r} cannot be recomputed yet")
-    table_spec = {k: v for k, v in spec.items() if k != "kind"}
-    source = table_spec.get("source") or {}
+    fn = getattr(sdc, RECOMPUTE.get(kind, ""), None) if isinstance(kind, str) else None
+    if fn is None:
+        raise Refused(f"outputs of kind {kind!r} cannot be recomputed by the airlock")
+    spec = dict(spec)
+    if kind == "table":
+        spec.pop("kind")
+    source = spec.get("source") or {}
     if not isinstance(source, dict) or set(source) != {"sql"}:
-        raise Refused("only a table defined by a SQL query on the project's data can be "
+        raise Refused(f"only a {kind} defined by a SQL query on the project's data can be "
                       "recomputed")
     con = connect(Path(job["data_dir"]), int(job["memory_mb"]), int(job["threads"]))
-    table_spec["source"] = {"sql": check_select(con, source["sql"])}
+    spec["source"] = {"sql": check_select(con, source["sql"])}
     try:
         policy = sdc.load_policy(job["policy"])
-        t = sdc.table_from_spec(table_spec, con, policy=policy)
+        out = fn(spec, con, policy=policy)
+        released = out.to_json()
+        evidence = out.to_json(reveal=True)
+        if kind == "table":
+            tips = out.explanations()
+            why = [{"key": c["key"], "status": c["status"], "text": tips[i]}
+                   for i, c in enumerate(released["cells"])
+                   if c["status"] != "safe" or c["review"]]
+            files = {"table.csv": out.to_csv().encode(),
+                     "table.json": json.dumps(released, indent=1).encode()}
+        else:
+            why = [{"key": {}, "status": "primary", "text": str(r)}
+                   for r in released.get("reasons") or released.get("rules") or []]
+            files = out.files()
+        html = out.to_html()
     except (sdc.SdcError, duckdb.Error) as exc:
         msg = str(exc).splitlines()[0]
         if "Out of Memory" in msg:
@@ -86,19 +109,15 @@ def run(job: dict) -> dict:
         if isinstance(exc, duckdb.Error):
             msg = f"the query failed: {msg}"
         raise Refused(msg) from None
-    released = t.to_json()
-    tips = t.explanations()
-    why = [{"key": c["key"], "status": c["status"], "text": tips[i]}
-           for i, c in enumerate(released["cells"]) if c["status"] != "safe" or c["review"]]
     return {
-        "why": why,
         "ok": True,
-        "kind": "table",
+        "kind": kind,
         "json": released,
-        "evidence": t.to_json(reveal=True),
-        "files": {"table.csv": t.to_csv(), "table.json": json.dumps(released, indent=1)},
-        "html": t.to_html(),
-        "summary": t.summary,
+        "evidence": evidence,
+        "why": why,
+        "files": {name: base64.b64encode(data).decode() for name, data in files.items()},
+        "html": html,
+        "summary": released.get("summary", {}),
     }
 
 

@@ -207,7 +207,7 @@ class OutputsAPI(ApiBase):
         justification = (data.get("justification") or "").strip()
         kind = data.get("kind")
         request = await self.call(self.core().get_request, self.user, rid)
-        if kind == "table":
+        if kind in ("table", "figure", "model"):
             project = self.ctx.directory.project(request["project"])
             if project is None:
                 raise web.HTTPError(404, "no such project")
@@ -219,12 +219,13 @@ class OutputsAPI(ApiBase):
                 raise web.HTTPError(422, f"the airlock could not recompute '{name}': {exc}") \
                     from None
             preview = data.get("preview") if isinstance(data.get("preview"), dict) else None
+            diff = table_diff(preview, result.json) if kind == "table" else None
             out = await self.call(
-                self.core().add_output, self.user, rid, name=name, kind="table",
+                self.core().add_output, self.user, rid, name=name, kind=kind,
                 description=description, justification=justification, spec=data.get("spec"),
                 files=result.files,
                 evidence={**result.evidence, "html": result.html, "why": result.why},
-                preview=preview, verified=True, diff=table_diff(preview, result.json))
+                preview=preview, verified=True, diff=diff)
         elif kind == "file":
             filename = data.get("filename") or ""
             try:
@@ -237,7 +238,7 @@ class OutputsAPI(ApiBase):
                 files={filename: content}, evidence=None, preview=None, verified=False,
                 diff=None)
         else:
-            raise web.HTTPError(400, "kind must be 'table' or 'file'")
+            raise web.HTTPError(400, "kind must be 'table', 'figure', 'model' or 'file'")
         self.set_status(201)
         self.finish(out if isinstance(out, dict) else {"ok": True})
 

@@ -83,23 +83,29 @@ class Request:
         self._data = _call("GET", f"api/requests/{self.id}")
         return self
 
-    def add_table(self, table, name: str, description: str, justification: str = "") -> dict:
-        """Add a checked table (``sdc.table(...)`` on a SQL query over the project's views)."""
-        spec = getattr(table, "spec", None)
+    def add(self, output, name: str, description: str, justification: str = "") -> dict:
+        """Add a checked table, figure or model from ``sdc`` (made from a SQL query over the
+        project's views): the airlock recomputes it and releases its own result."""
+        spec = getattr(output, "spec", None)
         if not isinstance(spec, dict):
-            raise AirlockError("add_table() takes a checked table from sdc.table(...)")
+            raise AirlockError("add() takes a checked output from sdc.table(), sdc.figure() or "
+                               "sdc.model()")
+        kind = spec.get("kind", "table")
         if "sql" not in (spec.get("source") or {}):
             raise AirlockError(
-                "only a table made from a SQL query on the project's data can be recomputed by "
-                "the airlock: use sdc.table(\"SELECT ... FROM <dataset>\", ..., con=con). A "
-                "frame computed in the notebook can be attached with add_file() as unverified.")
+                f"only a {kind} made from a SQL query on the project's data can be recomputed "
+                "by the airlock: pass the query, e.g. sdc.table(\"SELECT ... FROM <dataset>\", "
+                "..., con=con). Something computed in the notebook can be attached with "
+                "add_file() as unverified.")
         out = _call("POST", f"api/requests/{self.id}/outputs", {
-            "name": name, "kind": "table", "spec": {"kind": "table", **spec},
+            "name": name, "kind": kind, "spec": {**spec, "kind": kind},
             "description": description, "justification": justification,
-            "preview": table.to_json(),
+            "preview": output.to_json(),
         })
         self.refresh()
         return out
+
+    add_table = add_figure = add_model = add
 
     def add_file(self, path: str | os.PathLike, description: str, name: str | None = None,
                  justification: str = "") -> dict:
