@@ -548,7 +548,18 @@ def _bin_case(col: str, edges: Sequence[float]) -> str:
     inner = list(edges[1:-1])
     if not inner:
         return "0"
-    parts = " ".join(f"WHEN {c} < {float(e)!r} THEN {i}" for i, e in enumerate(inner))
+    e = np.asarray(edges, dtype=float)
+    step = float(e[1] - e[0])
+    if len(inner) > 64 and np.allclose(np.diff(e), step, rtol=1e-9, atol=0):
+        # an equal-width grid with many bins: arithmetic, then a correction so that a value equal
+        # to an edge lands in the bin that starts there (no float drift at the edges)
+        nb = len(e) - 1
+        e0 = float(e[0])
+        raw = f"least(greatest(floor(({c} - {e0!r}) / {step!r}), 0), {nb - 1})::BIGINT"
+        b = f"({raw})"
+        return (f"({b} + CASE WHEN {b} < {nb - 1} AND {c} >= {e0!r} + ({b} + 1) * {step!r} THEN 1 "
+                f"WHEN {b} > 0 AND {c} < {e0!r} + {b} * {step!r} THEN -1 ELSE 0 END)")
+    parts = " ".join(f"WHEN {c} < {float(x)!r} THEN {i}" for i, x in enumerate(inner))
     return f"(CASE {parts} ELSE {len(inner)} END)"
 
 
