@@ -171,6 +171,9 @@ class Launcher:
             try:
                 status, _ = _get(url)
                 if status == 200:
+                    # the hub's managed airlock service starts in the background: wait for it
+                    _wait(f"{self.s.airlock_url}/services/airlock/api/requests", "the airlock",
+                          log, 60)
                     print(f"hub started (pid {p.pid})")
                     return
             except (urllib.error.URLError, OSError):

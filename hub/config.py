@@ -178,7 +178,8 @@ def configure(c, s: Settings) -> None:
     services.append({"name": "workspace-ops", "api_token": ops_token.read_text().strip()})
     c.JupyterHub.load_roles.append({
         "name": "workspace-ops",
-        "scopes": ["admin:users", "admin:servers", "tokens", "list:users", "read:users"],
+        "scopes": ["admin:users", "admin:servers", "tokens", "list:users", "read:users",
+                   "list:services", "read:services"],
         "services": ["workspace-ops"],
     })
     c.JupyterHub.services = services

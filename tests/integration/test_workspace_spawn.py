@@ -143,3 +143,16 @@ def test_hub_restart_keeps_running_servers_reachable(instance, researcher_token,
     status, _ = instance.request("GET", "/user/researcher/covid/api/status", researcher_token)
     assert status == 200
     assert instance.container("researcher", "covid").id == before
+    # the hub's managed services came back with it, once each
+    st, _ = instance.airlock("GET", "api/requests", researcher_token)
+    assert st == 200
+    import psutil
+    hub = psutil.Process(int(instance.launcher.hub_pid.read_text()))
+    children = [" ".join(p.cmdline()) for p in hub.children(recursive=True)]
+    assert sum("hub.airlock.service" in c for c in children) == 1, children
+    assert sum("jupyterhub_idle_culler" in c for c in children) == 1, children
+    leftovers = [p for p in psutil.process_iter(["cmdline"])
+                 if "hub.airlock.service" in " ".join(p.info["cmdline"] or [])
+                 and str(instance.home) in " ".join(p.environ().get(k, "") for k in
+                                                    ("WORKSPACE_HOME",))]
+    assert len(leftovers) == 1, "an airlock of the stopped hub is still running"
