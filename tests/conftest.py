@@ -29,7 +29,8 @@ def image():
 def instance(image):
     inst = Instance(projects={
         "covid": (["researcher"], ["checker", "checker2"], {
-            "persons": "SELECT range AS person_id, range % 2 AS sex FROM range(500)",
+            "persons": "SELECT range AS person_id, range % 2 AS sex, 20 + (range * 7) % 60 AS age "
+                       "FROM range(500)",
             "covid_tests": "SELECT range AS person_id, range % 3 = 0 AS positive FROM range(300)",
         }),
         "income": (["researcher", "researcher2"], ["checker", "checker2"], {

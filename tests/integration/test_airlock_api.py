@@ -132,3 +132,35 @@ def test_requests_without_a_token_are_refused(instance):
     with pytest.raises(urllib.error.HTTPError) as exc:
         urllib.request.urlopen(url, timeout=10)
     assert exc.value.code == 403
+
+
+FIGURE_AND_MODEL = """
+import sdc, json, hashlib
+from tw_workspace import connect, airlock
+con = connect()
+fig = sdc.figure("SELECT person_id, age FROM persons", "histogram", x="age", unit="person_id",
+                 con=con)
+mod = sdc.model("SELECT person_id, age, sex FROM persons", "age ~ C(sex)", unit="person_id",
+                con=con)
+req = airlock.new_request("Age")
+req.add(fig, name="age_hist", description="Age distribution")
+req.add(mod, name="age_model", description="Age by sex")
+local = {name: hashlib.sha256(data).hexdigest()
+         for obj in (fig, mod) for name, data in obj.files().items()}
+print(json.dumps({"id": req.id, "local": local}))
+"""
+
+
+def test_figures_and_models_are_recomputed_to_the_same_bytes(instance, covid_server,
+                                                            researcher_token):
+    code, out = instance.exec_python(covid_server, FIGURE_AND_MODEL)
+    assert code == 0, out
+    got = json.loads(out.strip().splitlines()[-1])
+    st, r = instance.airlock("GET", f"api/requests/{got['id']}", researcher_token)
+    outputs = {o["name"]: o for o in r["outputs"]}
+    assert outputs["age_hist"]["kind"] == "figure" and outputs["age_hist"]["verified"]
+    assert outputs["age_model"]["kind"] == "model" and outputs["age_model"]["verified"]
+    remote = {f["name"]: f["sha256"] for o in r["outputs"] for f in o["files"]}
+    assert any(n.endswith(".png") for n in remote)
+    # the airlock's own drawing and fit are byte for byte what the notebook previewed
+    assert remote == got["local"]
