@@ -29,6 +29,7 @@ import polars as pl
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data_ingest.demo import bsn_array  # noqa: E402
+from data_ingest import native  # noqa: E402
 from data_ingest.keys import init_key  # noqa: E402
 from data_ingest.pipeline import Reporter, add  # noqa: E402
 
@@ -133,7 +134,8 @@ def main() -> None:
     ap.add_argument("--compression", default="lz4")
     a = ap.parse_args()
     csv_path, pq_path = make_inputs(a.rows)
-    print(f"polars {pl.__version__}, {os.cpu_count()} CPUs, store compression {a.compression}")
+    print(f"polars {pl.__version__}, {os.cpu_count()} CPUs, store compression {a.compression}, "
+          f"HMAC: {native.status()}")
     for fmt in a.formats.split(","):
         run(pq_path if fmt == "parquet" else csv_path, fmt, a.rows, a.compression)
 

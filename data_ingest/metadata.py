@@ -186,6 +186,9 @@ def write_parquet(df: pl.DataFrame, path, md: dict[str, Any], compression: str =
         fields.append(f.with_metadata(meta))
     t = t.cast(pa.schema(fields, metadata=footer(md)))
     random = {n for n, v in by_name.items() if v.get("pseudonym_kind")}
+    # Floating-point columns (amounts, measurements) rarely repeat: building a dictionary for
+    # them costs more time than it saves space.
+    no_dict = random | {f.name for f in t.schema if pa.types.is_floating(f.type)}
     codec = "none" if compression == "uncompressed" else compression
     pq.write_table(t, path, compression={n: ("none" if n in random else codec) for n in t.column_names},
-                   use_dictionary=[n for n in t.column_names if n not in random], write_statistics=False)
+                   use_dictionary=[n for n in t.column_names if n not in no_dict], write_statistics=False)

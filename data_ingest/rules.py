@@ -134,8 +134,21 @@ def link_status_expr(normalised: pl.Expr, valid: pl.Expr) -> pl.Expr:
 from .kdf import PSEUDONYM_HEX, derive_key, key_id, kind_key, project_key, pseudonym  # noqa: E402,F401
 
 
-def pseudonym_expr(normalised: pl.Expr, key_hex: str) -> pl.Expr:
-    """HMAC-SHA256 in the engine (polars-hash's Rust plugin), truncated to 128 bits, hex."""
+def pseudonym_expr(normalised: pl.Expr, key_hex: str, native: bool | None = None) -> pl.Expr:
+    """HMAC-SHA256 in the engine, truncated to 128 bits, hex; null stays null.
+
+    By default the native HMAC (:mod:`data_ingest.native`: the key's HMAC state computed once)
+    when it is available here, else polars-hash's Rust plugin; both give the same bytes.
+    ``native=False`` forces polars-hash, ``True`` requires the native code.
+    """
+    if native is not False:
+        from .native import hmac_function
+
+        f = hmac_function(key_hex, PSEUDONYM_HEX)
+        if f is not None:
+            return normalised.cast(pl.String).map_batches(f, return_dtype=pl.String, is_elementwise=True)
+        if native:
+            raise RuntimeError("the native HMAC is not available here")
     import polars_hash  # noqa: F401  (registers the .chash namespace)
 
     return normalised.chash.hmac_sha256(key=key_hex).str.slice(0, PSEUDONYM_HEX)
