@@ -7,8 +7,9 @@ Order of work (no Python loop over rows: every step is a polars expression):
 2. idempotence: a fingerprint of the source bytes, the spec, the key id and the objection
    registers; an existing version with the same fingerprint is returned and nothing is written;
 3. claim the next version name, then, slice by slice (2 M rows): parse the spec's types, flag
-   every failing check, normalise and check identifiers (BSN 11-test), compute pseudonyms
-   (HMAC-SHA256 in polars-hash's Rust plugin), stop at the first bad value (file, row, column),
+   every failing check, normalise and check identifiers (BSN 11-test), compute pseudonyms of the
+   valid ones (HMAC-SHA256: data_ingest.native, else polars-hash's Rust plugin) and the output
+   columns, all in one streaming query; stop at the first bad value (file, row, column),
    remove objectors, generalise; a background thread writes each slice's part file into the
    staging folder with the description in its footer while the next slice is computed;
 4. ``metadata.json`` with the counts, then one rename makes the version visible.
