@@ -8,7 +8,7 @@ folder (``$XDG_CACHE_HOME/data_ingest`` or ``~/.cache/data_ingest``, mode 0700) 
 ctypes. It runs over the Arrow string-view buffers of a polars column (no copy in) and returns a
 string-view column. Before it is used it must reproduce Python's ``hmac`` on a set of test values;
 when anything is missing (no compiler, no libcrypto, a foreign platform, a failed self-test) or
-``DATA_INGEST_NATIVE_HMAC=0`` is set, :func:`hmac_function` returns None and the pipeline uses
+``DATA_INGEST_NATIVE_HMAC=1`` is not set (it is opt-in), :func:`hmac_function` returns None and the pipeline uses
 polars-hash, which gives the same pseudonyms. Measured on this machine: 0.16 vs 0.33 µs per value
 of CPU time (see docs/ingest.md).
 """
@@ -205,9 +205,17 @@ def _self_test(lib, crypto) -> None:
                 raise AssertionError("native HMAC differs from Python's hmac")
 
 
-def available() -> bool:
-    """Whether the native HMAC can be used here (built, loaded and self-tested once)."""
-    if os.environ.get(ENV_SWITCH, "1").strip().lower() in ("0", "no", "false", "off"):
+def enabled() -> bool:
+    """The native HMAC is opt-in (``DATA_INGEST_NATIVE_HMAC=1``): it compiles and loads C code
+    inside the process that holds the keys, so a site chooses it knowingly. The default is
+    polars-hash, which gives the same pseudonyms."""
+    return os.environ.get(ENV_SWITCH, "0").strip().lower() in ("1", "yes", "true", "on")
+
+
+def available(force: bool = False) -> bool:
+    """Whether the native HMAC can be used here (enabled, built, loaded and self-tested once);
+    ``force`` skips the opt-in (for tests)."""
+    if not (force or enabled()):
         return False
     with _lock:
         if "ok" not in _state:

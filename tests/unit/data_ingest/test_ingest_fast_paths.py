@@ -17,7 +17,14 @@ from data_ingest.keys import load_key
 from data_ingest.pipeline import add
 from ingest_helpers import write
 
-needs_native = pytest.mark.skipif(not native.available(), reason=f"native HMAC: {native.status()}")
+needs_native = pytest.mark.skipif(not native.available(force=True),
+                                  reason=f"native HMAC: {native.status()}")
+
+
+@pytest.fixture(autouse=True)
+def _opt_in_to_native(monkeypatch):
+    """The native HMAC is opt-in; these tests compare it with the default path."""
+    monkeypatch.setenv(native.ENV_SWITCH, "1")
 
 
 def _random_text(rng: random.Random) -> str | None:
