@@ -188,6 +188,22 @@ class Dimension:
     def is_leaf(self, code: Hashable) -> bool:
         return code not in self.children
 
+    def ancestor_matrix(self) -> np.ndarray:
+        """Bool ``(n_codes, n_codes)``: ``[a, b]`` is True when code ``a`` is ``b`` or an ancestor of ``b``.
+
+        A cell ``s`` *contains* a cell ``p`` (every unit of ``p`` is in ``s``) when this holds in
+        every dimension for their codes.
+        """
+        n = len(self.codes)
+        m = np.eye(n, dtype=bool)
+        for c in self.codes:
+            j = self.position(c)
+            node = c
+            while node in self.parent:
+                node = self.parent[node]
+                m[self.position(node), j] = True
+        return m
+
     def relation_matrix(self) -> sp.csr_matrix:
         """``M`` (n_parents x n_codes): +1 at the parent, -1 at each child; one row per parent."""
         rows, cols, vals = [], [], []
@@ -274,6 +290,26 @@ class TableStructure:
         """``(n_cells, n_dims)`` array of per-dimension code positions of every cell."""
         grids = np.indices(self.shape).reshape(len(self.shape), -1)
         return grids.T.copy()
+
+    def contains(self, outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
+        """Bool per pair: cell ``outer[i]`` contains cell ``inner[i]`` (ancestor-or-equal in every dimension).
+
+        ``outer``/``inner`` are cell numbers (arrays broadcast against each other).
+        """
+        o = np.unravel_index(np.asarray(outer, dtype=np.int64), self.shape)
+        i = np.unravel_index(np.asarray(inner, dtype=np.int64), self.shape)
+        res = np.ones(np.broadcast(o[0], i[0]).shape, dtype=bool)
+        for d, m in enumerate(self._ancestor_matrices):
+            res &= m[o[d], i[d]]
+        return res
+
+    @cached_property
+    def _ancestor_matrices(self) -> list:
+        return [d.ancestor_matrix() for d in self.dimensions]
+
+    def nested(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Bool per pair: one of the two cells contains the other."""
+        return self.contains(a, b) | self.contains(b, a)
 
     @cached_property
     def inner_mask(self) -> np.ndarray:

@@ -1,0 +1,834 @@
+"""Audit of a suppression pattern: what can an attacker compute from the published table?
+
+This module is deliberately independent of :mod:`sdc.suppress` (it imports nothing from it): it
+takes any pattern (``suppressed`` mask) and proves or refutes that every primary cell keeps its
+required protection.  It is what an output checker runs; :func:`sdc.suppress.secondary_suppression`
+calls it as a final check and repairs what it finds.
+
+Attacker model (the choices, explicitly)
+-----------------------------------------
+The attacker knows the structure (all additivity relations from
+:meth:`~sdc.structure.TableStructure.constraints`), every published cell's value, and that
+
+* every cell is **non-negative** (``x >= 0``).  Tables with negative cells are outside this model;
+  :func:`audit` raises ``ValueError`` if a value is negative.
+* **empty cells are known** (``zeros_known=True``, the default): a suppressed cell that is not
+  primary and has ``n_units == 0`` is treated as published with value 0 (an empty or structural
+  zero gives no protection).  A *primary* zero cell is never assumed known (it is what we protect).
+* **integrality** (``integer=None`` means: assumed when every value is an integer): the LP bounds
+  are rounded inward (``ceil(lo)``, ``floor(hi)``), which any attacker can do.  The exact integer
+  hull is *not* computed (in tables of three or more dimensions it can be tighter than the rounded
+  LP bounds; pass ``integer_exact=True`` to check primaries with ``scipy.optimize.milp`` on small
+  tables).
+* **singletons**: a suppressed cell with ``n_units == 1`` is known exactly to its only unit.  For
+  every primary cell ``p`` the audit checks an attacker who knows one such cell ``s != p``.  It first
+  checks the stronger coalition (all singletons known at once); only if ``p`` fails that, each
+  singleton is tried alone.  A failure against a single singleton makes ``p`` unprotected; failing
+  only the coalition is reported (``coalition_protected``) but does not fail the audit.
+* **unions**: ``union_is_unsafe(indices) -> bool`` (caller's rule, e.g. "fewer than 10 units in
+  the union") is asked about the set of suppressed children of every line (a parent and its
+  children along one dimension) that has at least two, and about each pair among them (lines with
+  up to ``max_union_pairs`` suppressed children).  For each set it flags, the LP range of the sum of
+  its cells is computed; an exactly determined unsafe union fails the audit.
+
+Protection criterion
+--------------------
+For a primary cell with value ``v``, lower/upper protection ``L``/``U`` (absolute, >= 0) and
+feasible interval ``[lo, hi]``: protected when ``lo <= v - min(L, v)`` and ``hi >= v + U``.  ``L`` is
+capped at ``v`` because no table can go below 0: asking for more downward protection than the value
+means "the attacker must not be able to exclude 0".  When ``L == U == 0`` the cell only has to be
+not exactly determined (``hi - lo > 0``, after integer rounding when integral).  A primary cell that
+is published (not in ``suppressed``) is unprotected.
+
+Computation
+-----------
+Unknowns are the suppressed cells (minus known zeros).  The relations touching them are reduced to
+``A_S x_S = b`` (``b`` from published cells) and split into connected components; each component is
+one LP, and every suppressed cell's ``min`` and ``max`` is solved on it.  With the default engine
+(``"highs"``) the model is passed once per component to HiGHS (scipy's bundled binding) and only the
+objective/bounds change between solves, so each solve is hot-started from the previous basis.
+``engine="linprog"`` uses ``scipy.optimize.linprog(method="highs")`` for every solve (slow,
+reference).  Every LP solution is a feasible table; it is used to certify ``min == 0`` for all cells
+it sets to 0, which skips many ``min`` solves.  All intervals are exact LP bounds (before rounding).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.optimize import linprog
+from scipy.sparse.csgraph import connected_components
+
+__all__ = ["audit", "AuditResult", "CellAudit"]
+
+try:  # scipy >= 1.13 bundles the highspy bindings
+    from scipy.optimize._highspy import _core as _hcore  # type: ignore
+
+    _HAVE_HIGHS = hasattr(_hcore, "_Highs")
+except Exception:  # pragma: no cover - depends on scipy build
+    _hcore = None
+    _HAVE_HIGHS = False
+
+
+# ----------------------------------------------------------------------------- LP engines
+class _LinprogLP:
+    """Reference engine: one ``linprog(method="highs")`` call per solve."""
+
+    name = "linprog-highs"
+
+    def __init__(self, A: sp.csr_matrix, b: np.ndarray, lb: np.ndarray, ub: np.ndarray):
+        self.A = A
+        self.b = b
+        self.lb = lb.astype(float).copy()
+        self.ub = ub.astype(float).copy()
+        self.n = A.shape[1]
+        self.n_solves = 0
+
+    def set_bounds(self, cols: np.ndarray, lb: np.ndarray, ub: np.ndarray) -> None:
+        self.lb[cols] = lb
+        self.ub[cols] = ub
+
+    def solve(self, cols: np.ndarray, coefs: np.ndarray):
+        self.n_solves += 1
+        c = np.zeros(self.n)
+        c[cols] = coefs
+        ub = np.where(np.isinf(self.ub), None, self.ub)
+        bounds = list(zip(self.lb, ub))
+        res = linprog(c, A_eq=self.A if self.A.shape[0] else None, b_eq=self.b if self.A.shape[0] else None,
+                      bounds=bounds, method="highs")
+        if res.status == 0:
+            return "optimal", float(res.fun), res.x
+        if res.status == 3:
+            return "unbounded", -math.inf, None
+        if res.status == 2:
+            return "infeasible", math.inf, None
+        return "error", math.nan, None
+
+
+class _HighsLP:
+    """Persistent HiGHS model: objective/bounds are changed in place, solves are hot-started."""
+
+    name = "highs"
+
+    def __init__(self, A: sp.csr_matrix, b: np.ndarray, lb: np.ndarray, ub: np.ndarray):
+        h = _hcore._Highs()
+        h.setOptionValue("output_flag", False)
+        h.setOptionValue("log_to_console", False)
+        inf = h.getInfinity()
+        self.inf = inf
+        n = A.shape[1]
+        self.n = n
+        ubh = np.where(np.isinf(ub), inf, ub).astype(np.float64)
+        h.addVars(n, lb.astype(np.float64), ubh)
+        A = sp.csr_matrix(A)
+        A.sort_indices()
+        if A.shape[0]:
+            h.addRows(A.shape[0], b.astype(np.float64), b.astype(np.float64), A.nnz,
+                      A.indptr[:-1].astype(np.int32), A.indices.astype(np.int32),
+                      A.data.astype(np.float64))
+        self.h = h
+        self._cost_cols = np.zeros(0, dtype=np.int32)
+        self.n_solves = 0
+        self._ok = _hcore.HighsModelStatus.kOptimal
+        self._unb = {_hcore.HighsModelStatus.kUnbounded}
+        self._inf = {_hcore.HighsModelStatus.kInfeasible}
+        self._unb_or_inf = _hcore.HighsModelStatus.kUnboundedOrInfeasible
+
+    def set_bounds(self, cols: np.ndarray, lb: np.ndarray, ub: np.ndarray) -> None:
+        cols = np.asarray(cols, dtype=np.int32)
+        if cols.size == 0:
+            return
+        lb = np.broadcast_to(np.asarray(lb, dtype=np.float64), cols.shape).copy()
+        ub = np.broadcast_to(np.asarray(ub, dtype=np.float64), cols.shape).copy()
+        ub[np.isinf(ub)] = self.inf
+        self.h.changeColsBounds(cols.size, cols, lb, ub)
+
+    def solve(self, cols: np.ndarray, coefs: np.ndarray):
+        self.n_solves += 1
+        h = self.h
+        if self._cost_cols.size:
+            h.changeColsCost(self._cost_cols.size, self._cost_cols, np.zeros(self._cost_cols.size))
+        cols = np.asarray(cols, dtype=np.int32)
+        h.changeColsCost(cols.size, cols, np.asarray(coefs, dtype=np.float64))
+        self._cost_cols = cols
+        h.run()
+        st = h.getModelStatus()
+        if st == self._ok:
+            x = np.asarray(h.getSolution().col_value)
+            return "optimal", float(h.getInfo().objective_function_value), x
+        if st in self._unb:
+            return "unbounded", -math.inf, None
+        if st == self._unb_or_inf:
+            # only "unbounded" is possible here: the true table is always feasible
+            return "unbounded", -math.inf, None
+        if st in self._inf:
+            return "infeasible", math.inf, None
+        return "error", math.nan, None
+
+
+def _make_engine(engine: str, A, b, lb, ub):
+    if engine == "linprog" or (engine == "auto" and not _HAVE_HIGHS):
+        return _LinprogLP(A, b, lb, ub)
+    if engine in ("highs", "auto"):
+        if not _HAVE_HIGHS:
+            raise RuntimeError("the HiGHS binding bundled with scipy is not available; use engine='linprog'")
+        return _HighsLP(A, b, lb, ub)
+    raise ValueError(f"unknown LP engine {engine!r}")
+
+
+# ----------------------------------------------------------------------------- results
+@dataclass
+class CellAudit:
+    """Audit of one suppressed (or unprotected published primary) cell."""
+
+    index: int
+    primary: bool
+    lo: float                      # attacker's lower bound (after integer rounding if integral)
+    hi: float                      # attacker's upper bound (inf if unbounded)
+    protected: bool | None = None  # primaries only
+    reason: str = ""               # why not protected (no values in it)
+    value: float = math.nan        # true value (never in the releasable JSON)
+    required_lo: float = math.nan  # v - min(L, v)
+    required_hi: float = math.nan  # v + U
+    attacker: int | None = None    # singleton cell whose unit breaks the protection, if any
+    coalition_protected: bool | None = None
+    exact: bool = True             # False: [lo, hi] is an inner bound (the true interval is wider)
+
+
+@dataclass
+class AuditResult:
+    protected: bool
+    cells: list[CellAudit]
+    method: str = "lp-highs"
+    intervals: str = "exact"
+    integer: bool = False
+    zeros_known: bool = True
+    n_lp: int = 0
+    n_local_lp: int = 0
+    seconds: float = 0.0
+    n_components: int = 0
+    largest_component: int = 0
+    union_failures: list[dict] = field(default_factory=list)
+    singleton_failures: list[dict] = field(default_factory=list)
+    keys: Sequence[tuple] | None = None
+
+    @property
+    def unprotected(self) -> list[int]:
+        """Indices of primary cells that are not protected."""
+        return [c.index for c in self.cells if c.primary and not c.protected]
+
+    def interval(self, index: int) -> tuple[float, float]:
+        for c in self.cells:
+            if c.index == index:
+                return (c.lo, c.hi)
+        raise KeyError(index)
+
+    def intervals(self) -> dict[int, tuple[float, float]]:
+        return {c.index: (c.lo, c.hi) for c in self.cells}
+
+    def to_json(self, reveal: bool = False) -> dict:
+        """Plain dict for the table JSON.
+
+        Without ``reveal`` it contains nothing an attacker could not compute from the released
+        table (the feasible intervals are exactly what the attacker computes), so it may be
+        released; ``reveal=True`` adds true values and required bounds for a checker.
+        """
+
+        def num(x: float):
+            if x is None or (isinstance(x, float) and math.isnan(x)):
+                return None
+            if math.isinf(x):
+                return None  # JSON has no infinity; null = unbounded
+            return float(x)
+
+        def key(i: int):
+            if self.keys is None:
+                return None
+            return [c if isinstance(c, (str, int, float, bool)) or c is None else str(c) for c in self.keys[i]]
+
+        cells = []
+        for c in self.cells:
+            d = {"index": int(c.index), "key": key(c.index),
+                 "status": "primary" if c.primary else "secondary",
+                 "interval": [num(c.lo), num(c.hi)], "exact": bool(c.exact)}
+            if c.primary:
+                d["protected"] = bool(c.protected)
+                if c.reason:
+                    d["reason"] = c.reason
+            if reveal:
+                d["true_value"] = num(c.value)
+                if c.primary:
+                    d["required"] = [num(c.required_lo), num(c.required_hi)]
+            cells.append(d)
+        out = {
+            "protected": bool(self.protected),
+            "method": self.method,
+            "intervals": self.intervals,
+            "integer": bool(self.integer),
+            "zeros_known": bool(self.zeros_known),
+            "n_suppressed": len(self.cells),
+            "n_primary": sum(1 for c in self.cells if c.primary),
+            "n_unprotected": len(self.unprotected),
+            "n_lp": int(self.n_lp),
+            "n_local_lp": int(self.n_local_lp),
+            "seconds": round(float(self.seconds), 3),
+            "cells": cells,
+        }
+        if self.union_failures:
+            out["union_failures"] = [
+                {"cells": [int(i) for i in f["cells"]], "keys": [key(i) for i in f["cells"]]}
+                for f in self.union_failures]
+        if self.singleton_failures:
+            out["singleton_failures"] = [
+                {"primary": int(f["primary"]), "singleton": int(f["singleton"])}
+                for f in self.singleton_failures]
+        return out
+
+
+# ----------------------------------------------------------------------------- audit
+def audit(
+    structure,
+    values: np.ndarray,
+    suppressed: np.ndarray,
+    primary: np.ndarray,
+    *,
+    n_units: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    union_is_unsafe: Callable[[np.ndarray], bool] | None = None,
+    zeros_known: bool = True,
+    integer: bool | None = None,
+    integer_exact: bool = False,
+    singletons: bool = True,
+    engine: str = "auto",
+    intervals: str = "auto",
+    exact_limit: int = 1500,
+    max_union_pairs: int = 8,
+    tol: float = 1e-6,
+) -> AuditResult:
+    """Check each primary's protection; compute feasible intervals of the suppressed cells.
+
+    See the module docstring for the attacker model.  Arrays are flat, one entry per cell of
+    ``structure`` (cell order of :class:`~sdc.structure.TableStructure`).  ``tol`` is relative to
+    ``max(1, |value|)`` of the cell concerned.
+
+    ``intervals``:
+
+    * ``"exact"``: the exact LP interval of every suppressed cell (two LPs per cell on its
+      connected component; hot-started).  Protection is decided on these intervals.
+    * ``"protection"``: for large patterns.  Each primary's protection is *proved* by feasible
+      tables found with small local LPs (the suppressed cells within a few relation hops of the
+      cell, every relation touching them enforced, everything else at its true value -- any
+      solution is a feasible table of the full problem).  Only when the local LPs cannot reach the
+      required bounds is the exact LP solved on the whole component, so a "not protected" verdict
+      is always exact.  Reported intervals are then inner bounds (``CellAudit.exact`` False): the
+      attacker's true interval is at least that wide.
+    * ``"auto"`` (default): ``"exact"`` up to ``exact_limit`` suppressed cells, else ``"protection"``.
+    """
+    t0 = time.perf_counter()
+    n = structure.n_cells
+    v = np.asarray(values, dtype=float).reshape(-1)
+    sup = np.asarray(suppressed, dtype=bool).reshape(-1)
+    prim = np.asarray(primary, dtype=bool).reshape(-1)
+    nu = np.asarray(n_units).reshape(-1)
+    L = np.asarray(lower, dtype=float).reshape(-1)
+    U = np.asarray(upper, dtype=float).reshape(-1)
+    for name, arr in (("values", v), ("suppressed", sup), ("primary", prim), ("n_units", nu),
+                      ("lower", L), ("upper", U)):
+        if arr.shape != (n,):
+            raise ValueError(f"{name} has {arr.size} entries, the table has {n} cells")
+    if np.any(~np.isfinite(v)):
+        raise ValueError("values must be finite")
+    if np.any(v < 0):
+        raise ValueError("the audit assumes non-negative cells; values has negative entries")
+    if np.any(L < 0) or np.any(U < 0):
+        raise ValueError("lower/upper protection must be >= 0")
+    if intervals not in ("auto", "exact", "protection"):
+        raise ValueError(f"unknown intervals mode {intervals!r}")
+    if integer is None:
+        integer = bool(np.all(v == np.round(v)))
+
+    # required bounds; for integer tables the protection is rounded up (an attacker rounds bounds)
+    if integer:
+        Lr = np.minimum(np.ceil(L - 1e-9), v)
+        Ur = np.ceil(U - 1e-9)
+    else:
+        Lr = np.minimum(L, v)
+        Ur = U
+    req_lo = v - Lr
+    req_hi = v + Ur
+    both0 = (Lr <= 0) & (Ur <= 0)
+
+    known0 = sup & ~prim & (nu == 0) & (v == 0) if zeros_known else np.zeros(n, bool)
+    unk = sup & ~known0
+    idx = np.flatnonzero(unk)
+    k = idx.size
+    pos = np.full(n, -1, dtype=np.int64)
+    pos[idx] = np.arange(k)
+    mode = intervals
+    if mode == "auto":
+        mode = "exact" if k <= exact_limit else "protection"
+
+    A = structure.constraints()
+    AS = A[:, idx].tocsr()
+    rows = np.flatnonzero(np.diff(AS.indptr) > 0)
+    AS = AS[rows]
+    b = -(A[rows] @ np.where(unk, 0.0, v))
+    m = rows.size
+
+    # scale magnitudes so HiGHS' absolute tolerances are meaningful
+    scale = max(1.0, float(np.max(v)) / 1e6) if v.size else 1.0
+    bs = b / scale
+    vs = v / scale
+    vk = vs[idx]
+
+    # connected components over unknown cells linked by shared relations
+    if k:
+        B = sp.csr_matrix(AS != 0, dtype=np.int8)
+        G = sp.bmat([[None, B.T], [B, None]], format="csr") if m else sp.csr_matrix((k, k))
+        ncomp, lab = connected_components(G, directed=False)
+        cell_lab = lab[:k]
+        row_lab = lab[k:]
+        BT = B.T.tocsr()          # cell -> rows
+        ASc = AS.tocsc()
+    else:
+        ncomp, cell_lab, row_lab = 0, np.zeros(0, int), np.zeros(0, int)
+        B = BT = ASc = None
+
+    single_k = (nu[idx] == 1) if singletons else np.zeros(k, bool)
+    order_rows = np.argsort(row_lab, kind="stable")
+    row_starts = np.searchsorted(row_lab[order_rows], np.arange(ncomp + 1))
+    order_cells = np.argsort(cell_lab, kind="stable")
+    cell_starts = np.searchsorted(cell_lab[order_cells], np.arange(ncomp + 1))
+    comp_engines: dict[int, tuple] = {}
+    counters = {"local": 0}
+
+    def comp_model(ci: int):
+        """(engine, component cell positions (into idx), position -> local column)."""
+        if ci in comp_engines:
+            return comp_engines[ci]
+        cols = order_cells[cell_starts[ci]:cell_starts[ci + 1]]
+        rws = order_rows[row_starts[ci]:row_starts[ci + 1]]
+        Ac = AS[rws][:, cols]
+        eng = _make_engine(engine, Ac, bs[rws], np.zeros(cols.size), np.full(cols.size, np.inf))
+        local = {int(c): j for j, c in enumerate(cols)}
+        comp_engines[ci] = (eng, cols, local)
+        return comp_engines[ci]
+
+    def solve_range(eng, lcols: np.ndarray, coefs: np.ndarray):
+        """(min, max, argmin point, argmax point) of coefs . x[lcols] on an engine's model."""
+        st1, f1, x1 = eng.solve(lcols, coefs)
+        st2, f2, x2 = eng.solve(lcols, -coefs)
+        if "error" in (st1, st2):
+            raise RuntimeError("LP solver failed during the audit")
+        if "infeasible" in (st1, st2):
+            raise RuntimeError("audit LP infeasible: values are not additive over the structure")
+        lo_ = f1 if st1 == "optimal" else -math.inf
+        hi_ = -f2 if st2 == "optimal" else math.inf
+        return lo_, hi_, x1, x2
+
+    def rnd(lo_, hi_):
+        if integer:
+            e = 1e-6
+            lo_ = math.ceil(lo_ - e * max(1.0, abs(lo_))) if math.isfinite(lo_) else lo_
+            hi_ = math.floor(hi_ + e * max(1.0, abs(hi_))) if math.isfinite(hi_) else hi_
+        return lo_, hi_
+
+    def check(i: int, lo_: float, hi_: float) -> tuple[bool, str]:
+        t = tol * max(1.0, abs(v[i]))
+        if both0[i]:
+            if hi_ - lo_ <= t:
+                return False, "exactly determined"
+            return True, ""
+        ok_lo = lo_ <= req_lo[i] + t
+        ok_hi = hi_ >= req_hi[i] - t
+        if ok_lo and ok_hi:
+            return True, ""
+        if hi_ - lo_ <= t:
+            return False, "exactly determined"
+        why = []
+        if not ok_lo:
+            why.append("lower bound too close")
+        if not ok_hi:
+            why.append("upper bound too close")
+        return False, " and ".join(why)
+
+    def attackers_of(i: int, cols: np.ndarray):
+        """Local positions (in cols) of singletons that attack primary i (not i, not i's own unit)."""
+        s_loc = np.flatnonzero(single_k[cols])
+        p = pos[i]
+        s_loc = s_loc[cols[s_loc] != p]
+        selfs = s_loc[:0]
+        if nu[i] <= 1 and s_loc.size:
+            own = structure.nested(idx[cols[s_loc]], i)
+            selfs = s_loc[own]
+            s_loc = s_loc[~own]
+        return s_loc, selfs
+
+    tol_v = tol * np.maximum(1.0, np.abs(v))
+    tgt_hi = np.where(both0, v + (1.0 if integer else 10 * tol_v), req_hi)
+    tgt_lo = np.where(both0, v - (1.0 if integer else 10 * tol_v), req_lo)
+
+    def singleton_check(i: int, cell: "CellAudit") -> None:
+        """Exact coalition / single-attacker check of primary i on its component.
+
+        Attacker s needs its own LP only if no feasible table found so far reaches the required
+        bound while leaving s at its true value.
+        """
+        ci = int(cell_lab[pos[i]])
+        eng, cols, local = comp_model(ci)
+        att, _ = attackers_of(i, cols)
+        if att.size == 0:
+            return
+        pj = np.array([local[int(pos[i])]])
+        one = np.ones(1)
+        av = vk[cols[att]]
+        eng.set_bounds(att, av, av)
+        l_, h_, _, _ = solve_range(eng, pj, one)
+        eng.set_bounds(att, np.zeros(att.size), np.full(att.size, np.inf))
+        ok, _ = check(i, *rnd(l_ * scale, h_ * scale))
+        cell.coalition_protected = ok
+        if ok:
+            return
+        t_ = tol_v[i]
+        ups: list = []
+        dns: list = []
+
+        def add(x1, x2):
+            if x2 is not None and x2[pj[0]] * scale >= tgt_hi[i] - t_:
+                ups.append(x2)
+            if x1 is not None and x1[pj[0]] * scale <= tgt_lo[i] + t_:
+                dns.append(x1)
+
+        _, _, x1, x2 = solve_range(eng, pj, one)
+        add(x1, x2)
+        for sj in att:
+            vsj = vk[cols[sj]]
+            has_up = any(abs(x[sj] - vsj) <= 1e-9 for x in ups)
+            has_dn = any(abs(x[sj] - vsj) <= 1e-9 for x in dns)
+            if (has_up and has_dn) or (both0[i] and (has_up or has_dn)):
+                continue
+            eng.set_bounds(np.array([sj]), np.array([vsj]), np.array([vsj]))
+            l2, h2, x1, x2 = solve_range(eng, pj, one)
+            eng.set_bounds(np.array([sj]), np.zeros(1), np.full(1, np.inf))
+            add(x1, x2)
+            ok2, why2 = check(i, *rnd(l2 * scale, h2 * scale))
+            if not ok2:
+                cell.protected = False
+                cell.attacker = int(idx[cols[sj]])
+                cell.reason = f"recoverable by the unit of singleton cell {cell.attacker} ({why2})"
+                singleton_failures.append({"primary": i, "singleton": cell.attacker})
+                return
+
+    def exact_primary(i: int, cell: "CellAudit") -> None:
+        ci = int(cell_lab[pos[i]])
+        eng, cols, local = comp_model(ci)
+        l_, h_, _, _ = solve_range(eng, np.array([local[int(pos[i])]]), np.ones(1))
+        cell.lo, cell.hi = rnd(max(l_, 0.0) * scale, h_ * scale)
+        cell.exact = True
+        cell.protected, cell.reason = check(i, cell.lo, cell.hi)
+        if cell.protected and singletons:
+            singleton_check(i, cell)
+
+    def ball(start: np.ndarray, hops: int) -> np.ndarray:
+        """Unknown-cell positions within `hops` relation hops of `start` (positions)."""
+        cur = np.unique(start)
+        for _ in range(hops):
+            r = np.unique(BT[cur].indices)
+            nxt = np.unique(B[r].indices)
+            if nxt.size == cur.size:
+                break
+            cur = nxt
+        return cur
+
+    def local_model(C: np.ndarray, fixed: np.ndarray):
+        """Perturbation LP on cells C (positions): A y = 0 on every relation touching C, y >= -v."""
+        rr = np.unique(BT[C].indices)
+        Al = AS[rr][:, C]
+        lb = -vk[C]
+        ub = np.full(C.size, np.inf)
+        lb[fixed] = 0.0
+        ub[fixed] = 0.0
+        counters["local"] += 1
+        return _make_engine(engine, Al, np.zeros(rr.size), lb, ub)
+
+    cells: list[CellAudit] = []
+    by_index: dict[int, CellAudit] = {}
+    singleton_failures: list[dict] = []
+    lo = np.full(k, np.nan)
+    hi = np.full(k, np.nan)
+    largest = int(np.max(np.diff(cell_starts))) if ncomp else 0
+
+    if mode == "exact":
+        for ci in range(ncomp):
+            cols = order_cells[cell_starts[ci]:cell_starts[ci + 1]]
+            if row_starts[ci] == row_starts[ci + 1]:
+                lo[cols] = 0.0   # a suppressed cell in no relation: only x >= 0 is known
+                hi[cols] = math.inf
+                continue
+            eng, cols, local = comp_model(ci)
+            seen_lo = vk[cols].copy()   # the true table is a feasible point
+            one = np.ones(1)
+            for j in range(cols.size):
+                st, f, x = eng.solve(np.array([j]), -one)
+                if st == "optimal":
+                    hi[cols[j]] = -f
+                    np.minimum(seen_lo, x, out=seen_lo)
+                elif st == "unbounded":
+                    hi[cols[j]] = math.inf
+                else:
+                    raise RuntimeError(f"audit LP {st} (max of cell {int(idx[cols[j]])})")
+            for j in range(cols.size):
+                if seen_lo[j] <= 1e-9:
+                    lo[cols[j]] = 0.0    # certified by a feasible point: min is the bound 0
+                    continue
+                st, f, x = eng.solve(np.array([j]), one)
+                if st != "optimal":
+                    raise RuntimeError(f"audit LP {st} (min of cell {int(idx[cols[j]])})")
+                lo[cols[j]] = max(f, 0.0)
+                np.minimum(seen_lo, x, out=seen_lo)
+        lo *= scale
+        hi *= scale
+        for j, i in enumerate(idx):
+            l_, h_ = rnd(lo[j], hi[j])
+            c = CellAudit(index=int(i), primary=bool(prim[i]), lo=l_, hi=h_, value=float(v[i]), exact=True)
+            if prim[i]:
+                c.required_lo, c.required_hi = float(req_lo[i]), float(req_hi[i])
+                c.protected, c.reason = check(int(i), l_, h_)
+                if c.protected and singletons:
+                    singleton_check(int(i), c)
+            cells.append(c)
+            by_index[int(i)] = c
+    else:
+        seen_lo = vk.copy()   # inner bounds from feasible tables found (any model)
+        seen_hi = vk.copy()
+        coal_lo = vk.copy()   # ... from points valid in the all-singletons-known model
+        coal_hi = vk.copy()
+        hops0 = max(2, len(structure.shape))
+        prim_k = np.flatnonzero(prim[idx])
+        one = np.ones(1)
+
+        def certify(eng, pl, pk, i, C, need_up, need_dn, coal_ok):
+            """Local LPs for primary i: (ok_up, ok_dn); record the feasible tables found."""
+            t_ = tol * max(1.0, abs(v[i]))
+            ok_up, ok_dn = not need_up, not need_dn
+            pts = []
+            if need_up:
+                st, f, x = eng.solve(pl, -one)
+                if st == "unbounded":
+                    ok_up = True
+                elif st == "optimal":
+                    pts.append(x)
+                    ok_up = (vk[pk] - f) * scale >= tgt_hi[i] - t_
+            if need_dn and not (both0[i] and ok_up):
+                st, f, x = eng.solve(pl, one)
+                if st == "optimal":
+                    pts.append(x)
+                    ok_dn = (vk[pk] + f) * scale <= tgt_lo[i] + t_
+            for x in pts:
+                xx = vk[C] + x
+                seen_lo[C] = np.minimum(seen_lo[C], xx)
+                seen_hi[C] = np.maximum(seen_hi[C], xx)
+                if coal_ok:
+                    coal_lo[C] = np.minimum(coal_lo[C], xx)
+                    coal_hi[C] = np.maximum(coal_hi[C], xx)
+            if both0[i]:
+                return ok_up or ok_dn
+            return ok_up and ok_dn
+
+        for pk in prim_k:
+            i = int(idx[pk])
+            t_ = tol_v[i]
+            ok_up = coal_hi[pk] * scale >= tgt_hi[i] - t_
+            ok_dn = coal_lo[pk] * scale <= tgt_lo[i] + t_
+            c = CellAudit(index=i, primary=True, lo=0.0, hi=0.0, value=float(v[i]), exact=False,
+                          required_lo=float(req_lo[i]), required_hi=float(req_hi[i]))
+            by_index[i] = c
+            if (ok_up and ok_dn) or (both0[i] and (ok_up or ok_dn)):
+                c.protected = c.coalition_protected = True
+                continue
+            need_up, need_dn = not ok_up, not ok_dn
+            if both0[i]:
+                need_up = need_dn = True
+            C = ball(np.array([pk]), hops0)
+            att = single_k[C] & (C != pk)
+            if nu[i] <= 1 and att.any():
+                am = np.flatnonzero(att)
+                att[am[structure.nested(idx[C[am]], i)]] = False
+            att_l = np.flatnonzero(att)
+            eng = local_model(C, att)
+            pl = np.array([int(np.searchsorted(C, pk))])
+            # 1. every singleton in reach known at once (valid for the other primaries' checks
+            #    too unless i is itself a singleton, whose own cell is free here)
+            if certify(eng, pl, pk, i, C, need_up, need_dn, coal_ok=not single_k[pk]):
+                c.protected = c.coalition_protected = True
+                continue
+            c.coalition_protected = False
+            # 2. no singleton known
+            if att_l.size:
+                eng.set_bounds(att_l, -vk[C[att_l]], np.full(att_l.size, np.inf))
+            if not (att_l.size and certify(eng, pl, pk, i, C, True, True, coal_ok=False)):
+                exact_primary(i, c)       # exact on the whole component, incl. all singletons
+                continue
+            # 3. one singleton at a time (those out of reach are unchanged in every local point)
+            c.protected = True
+            for sj in att_l:
+                eng.set_bounds(np.array([sj]), np.zeros(1), np.zeros(1))
+                ok = certify(eng, pl, pk, i, C, True, True, coal_ok=False)
+                eng.set_bounds(np.array([sj]), -vk[C[[sj]]], np.full(1, np.inf))
+                if ok:
+                    continue
+                s_cell = int(idx[C[sj]])
+                ci = int(cell_lab[pk])
+                geng, gcols, glocal = comp_model(ci)
+                gs = np.array([glocal[int(C[sj])]])
+                geng.set_bounds(gs, vk[C[[sj]]], vk[C[[sj]]])
+                l2, h2, _, _ = solve_range(geng, np.array([glocal[int(pk)]]), one)
+                geng.set_bounds(gs, np.zeros(1), np.full(1, np.inf))
+                ok2, why2 = check(i, *rnd(l2 * scale, h2 * scale))
+                if not ok2:
+                    c.protected = False
+                    c.attacker = s_cell
+                    c.reason = f"recoverable by the unit of singleton cell {s_cell} ({why2})"
+                    singleton_failures.append({"primary": i, "singleton": s_cell})
+                    break
+        for j, i in enumerate(idx):
+            i = int(i)
+            c = by_index.get(i)
+            l_, h_ = rnd(seen_lo[j] * scale, seen_hi[j] * scale)
+            if c is None:
+                c = CellAudit(index=i, primary=bool(prim[i]), lo=l_, hi=h_, value=float(v[i]), exact=False)
+                if prim[i]:   # certified by earlier points without an LP of its own
+                    c.required_lo, c.required_hi = float(req_lo[i]), float(req_hi[i])
+                    c.protected = True
+                    c.coalition_protected = True
+                by_index[i] = c
+            elif not c.exact:
+                c.lo, c.hi = l_, h_
+            cells.append(c)
+
+    for i in np.flatnonzero(known0):
+        c = CellAudit(index=int(i), primary=False, lo=0.0, hi=0.0, value=float(v[i]),
+                      reason="known empty cell", exact=True)
+        cells.append(c)
+        by_index[int(i)] = c
+    for i in np.flatnonzero(prim & ~sup):
+        c = CellAudit(index=int(i), primary=True, lo=float(v[i]), hi=float(v[i]), value=float(v[i]),
+                      protected=False, reason="published", exact=True,
+                      required_lo=float(req_lo[i]), required_hi=float(req_hi[i]))
+        cells.append(c)
+        by_index[int(i)] = c
+
+    # ---- unions of suppressed cells in a line
+    union_failures: list[dict] = []
+    if union_is_unsafe is not None and k:
+        child = A.copy()
+        child.data = (child.data < 0).astype(np.int8)
+        child.eliminate_zeros()
+        cnt = np.asarray(child @ unk.astype(np.int64)).reshape(-1)
+        checked: set = set()
+        for r in np.flatnonzero(cnt >= 2):
+            ch = child.indices[child.indptr[r]:child.indptr[r + 1]]
+            T = np.sort(ch[unk[ch]])
+            sets = [tuple(T.tolist())]
+            if 2 < T.size <= max_union_pairs:
+                sets += [(int(a), int(bb)) for ai, a in enumerate(T) for bb in T[ai + 1:]]
+            for Q in sets:
+                if Q in checked:
+                    continue
+                checked.add(Q)
+                q = np.asarray(Q, dtype=np.int64)
+                if not union_is_unsafe(q):
+                    continue
+                loc = pos[q]
+                vq = float(v[q].sum())
+                tq = tol * max(1.0, abs(vq))
+                moved = False
+                if mode == "protection":
+                    C = ball(loc, max(2, len(structure.shape)))
+                    eng = local_model(C, np.zeros(C.size, bool))
+                    ql = np.searchsorted(C, loc)
+                    lo_s, hi_s, _, _ = solve_range(eng, ql, np.ones(ql.size))
+                    lo_s, hi_s = rnd(vq + lo_s * scale, vq + hi_s * scale)
+                    moved = hi_s - lo_s > tq
+                if not moved:
+                    labs = cell_lab[loc]
+                    lo_s = hi_s = 0.0
+                    for ci in np.unique(labs):
+                        eng, cols, local = comp_model(int(ci))
+                        lc = np.array([local[int(x)] for x in loc[labs == ci]])
+                        a_, b_, _, _ = solve_range(eng, lc, np.ones(lc.size))
+                        lo_s += a_ * scale
+                        hi_s += b_ * scale
+                    lo_s, hi_s = rnd(lo_s, hi_s)
+                    if hi_s - lo_s <= tq:
+                        union_failures.append({"cells": list(Q), "lo": lo_s, "hi": hi_s})
+
+    if integer_exact and k:
+        _integer_exact_check(structure, v, unk, prim, by_index, check, tol)
+
+    n_lp = sum(e[0].n_solves for e in comp_engines.values())
+    eng_name = "highs" if (engine in ("auto", "highs") and _HAVE_HIGHS) else "linprog-highs"
+    ok = all(c.protected for c in cells if c.primary) and not union_failures
+    return AuditResult(
+        protected=ok,
+        cells=sorted(cells, key=lambda c: c.index),
+        method=f"lp-{eng_name}",
+        intervals=mode,
+        integer=integer,
+        zeros_known=zeros_known,
+        n_lp=n_lp,
+        n_local_lp=counters["local"],
+        seconds=time.perf_counter() - t0,
+        n_components=int(ncomp),
+        largest_component=int(largest),
+        union_failures=union_failures,
+        singleton_failures=singleton_failures,
+        keys=_LazyKeys(structure),
+    )
+
+
+class _LazyKeys:
+    """Cell keys on demand (avoids materialising all keys of a big table)."""
+
+    def __init__(self, structure):
+        self.s = structure
+
+    def __getitem__(self, i: int) -> tuple:
+        return self.s.key(int(i))
+
+
+def _integer_exact_check(structure, v, unk, prim, by_index, check, tol) -> None:
+    """Exact integer bounds for primaries via MILP (small tables only)."""
+    from scipy.optimize import Bounds, LinearConstraint, milp
+
+    A = structure.constraints()
+    idx = np.flatnonzero(unk)
+    AS = A[:, idx].tocsr()
+    b = -(A @ np.where(unk, 0.0, v))
+    keep = np.diff(AS.indptr) > 0
+    AS, b = AS[keep], b[keep]
+    cons = LinearConstraint(AS, b, b)
+    integrality = np.ones(idx.size)
+    bounds = Bounds(np.zeros(idx.size), np.full(idx.size, np.inf))
+    for j, i in enumerate(idx):
+        if not prim[i]:
+            continue
+        c = np.zeros(idx.size)
+        c[j] = 1
+        r1 = milp(c, constraints=cons, integrality=integrality, bounds=bounds)
+        r2 = milp(-c, constraints=cons, integrality=integrality, bounds=bounds)
+        lo_ = r1.fun if r1.status == 0 else -math.inf
+        hi_ = -r2.fun if r2.status == 0 else math.inf
+        cell = by_index[int(i)]
+        if lo_ > cell.lo or hi_ < cell.hi:
+            cell.lo, cell.hi = float(lo_), float(hi_)
+            ok, why = check(int(i), cell.lo, cell.hi)
+            if cell.protected and not ok:
+                cell.protected = False
+                cell.reason = why + " (integer bounds)"
