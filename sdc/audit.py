@@ -308,6 +308,7 @@ def audit(
     engine: str = "auto",
     intervals: str = "auto",
     exact_limit: int = 1500,
+    max_local: int = 2500,
     max_union_pairs: int = 8,
     tol: float = 1e-6,
 ) -> AuditResult:
@@ -439,13 +440,13 @@ def audit(
             hi_ = math.floor(hi_ + e * max(1.0, abs(hi_))) if math.isfinite(hi_) else hi_
         return lo_, hi_
 
-    def check(i: int, lo_: float, hi_: float) -> tuple[bool, str]:
+    def check(i: int, lo_: float, hi_: float, lo_req: float | None = None) -> tuple[bool, str]:
         t = tol * max(1.0, abs(v[i]))
         if both0[i]:
             if hi_ - lo_ <= t:
                 return False, "exactly determined"
             return True, ""
-        ok_lo = lo_ <= req_lo[i] + t
+        ok_lo = lo_ <= (req_lo[i] if lo_req is None else lo_req) + t
         ok_hi = hi_ >= req_hi[i] - t
         if ok_lo and ok_hi:
             return True, ""
@@ -458,6 +459,12 @@ def audit(
             why.append("upper bound too close")
         return False, " and ".join(why)
 
+    def shares_unit(i: int, s_cells: np.ndarray) -> np.ndarray:
+        """For singleton cells s: is s's only unit also a unit of cell i?  (Their intersection
+        cell exists and has a unit.)  Such a unit knows its own share of i."""
+        mt = structure.meet(i, np.asarray(s_cells, dtype=np.int64))
+        return (mt >= 0) & (nu[np.maximum(mt, 0)] >= 1)
+
     def attackers_of(i: int, cols: np.ndarray):
         """Local positions (in cols) of singletons that attack primary i (not i, not i's own unit)."""
         s_loc = np.flatnonzero(single_k[cols])
@@ -465,7 +472,7 @@ def audit(
         s_loc = s_loc[cols[s_loc] != p]
         selfs = s_loc[:0]
         if nu[i] <= 1 and s_loc.size:
-            own = structure.nested(idx[cols[s_loc]], i)
+            own = shares_unit(i, idx[cols[s_loc]])
             selfs = s_loc[own]
             s_loc = s_loc[~own]
         return s_loc, selfs
@@ -473,6 +480,21 @@ def audit(
     tol_v = tol * np.maximum(1.0, np.abs(v))
     tgt_hi = np.where(both0, v + (1.0 if integer else 10 * tol_v), req_hi)
     tgt_lo = np.where(both0, v - (1.0 if integer else 10 * tol_v), req_lo)
+
+    def lo_req_for(i: int, s_cell: int) -> float:
+        """Required lower bound of primary i against the unit of singleton cell s_cell.
+
+        A unit inside ``i`` always knows ``x_i >= its own value``; what must stay protected is
+        the rest of the cell, so the downward protection is capped at ``v_i - v_s`` there.
+        """
+        mt = int(structure.meet(i, s_cell))
+        if mt >= 0 and nu[mt] >= 1:
+            own = v[mt]  # the attacker's own share of i (the meet holds only its unit)
+            return float(v[i] - min(Lr[i], max(v[i] - own, 0.0)))
+        return float(req_lo[i])
+
+    def tgt_lo_for(i: int, s_cell: int) -> float:
+        return float(tgt_lo[i]) if both0[i] else lo_req_for(i, s_cell)
 
     def singleton_check(i: int, cell: "CellAudit") -> None:
         """Exact coalition / single-attacker check of primary i on its component.
@@ -487,40 +509,44 @@ def audit(
             return
         pj = np.array([local[int(pos[i])]])
         one = np.ones(1)
-        av = vk[cols[att]]
-        eng.set_bounds(att, av, av)
-        l_, h_, _, _ = solve_range(eng, pj, one)
-        eng.set_bounds(att, np.zeros(att.size), np.full(att.size, np.inf))
-        ok, _ = check(i, *rnd(l_ * scale, h_ * scale))
+        inside = shares_unit(i, idx[cols[att]])
+        co = att[~inside]          # coalition of the singletons outside i
+        if co.size:
+            av = vk[cols[co]]
+            eng.set_bounds(co, av, av)
+            l_, h_, _, _ = solve_range(eng, pj, one)
+            eng.set_bounds(co, np.zeros(co.size), np.full(co.size, np.inf))
+            ok, _ = check(i, *rnd(l_ * scale, h_ * scale))
+        else:
+            ok = True
         cell.coalition_protected = ok
-        if ok:
+        todo = att[inside] if ok else att
+        if todo.size == 0:
             return
         t_ = tol_v[i]
         ups: list = []
         dns: list = []
 
-        def add(x1, x2):
-            if x2 is not None and x2[pj[0]] * scale >= tgt_hi[i] - t_:
-                ups.append(x2)
-            if x1 is not None and x1[pj[0]] * scale <= tgt_lo[i] + t_:
-                dns.append(x1)
-
         _, _, x1, x2 = solve_range(eng, pj, one)
-        add(x1, x2)
-        for sj in att:
+        base_pts = [x for x in (x1, x2) if x is not None]
+        for sj in todo:
+            s_cell = int(idx[cols[sj]])
+            lo_t = tgt_lo_for(i, s_cell)
             vsj = vk[cols[sj]]
-            has_up = any(abs(x[sj] - vsj) <= 1e-9 for x in ups)
-            has_dn = any(abs(x[sj] - vsj) <= 1e-9 for x in dns)
+            pts = [x for x in base_pts + ups + dns if abs(x[sj] - vsj) <= 1e-9]
+            has_up = any(x[pj[0]] * scale >= tgt_hi[i] - t_ for x in pts)
+            has_dn = any(x[pj[0]] * scale <= lo_t + t_ for x in pts)
             if (has_up and has_dn) or (both0[i] and (has_up or has_dn)):
                 continue
             eng.set_bounds(np.array([sj]), np.array([vsj]), np.array([vsj]))
             l2, h2, x1, x2 = solve_range(eng, pj, one)
             eng.set_bounds(np.array([sj]), np.zeros(1), np.full(1, np.inf))
-            add(x1, x2)
-            ok2, why2 = check(i, *rnd(l2 * scale, h2 * scale))
+            ups += [x for x in (x2,) if x is not None]
+            dns += [x for x in (x1,) if x is not None]
+            ok2, why2 = check(i, *rnd(l2 * scale, h2 * scale), lo_req=lo_req_for(i, s_cell))
             if not ok2:
                 cell.protected = False
-                cell.attacker = int(idx[cols[sj]])
+                cell.attacker = s_cell
                 cell.reason = f"recoverable by the unit of singleton cell {cell.attacker} ({why2})"
                 singleton_failures.append({"primary": i, "singleton": cell.attacker})
                 return
@@ -613,9 +639,10 @@ def audit(
         prim_k = np.flatnonzero(prim[idx])
         one = np.ones(1)
 
-        def certify(eng, pl, pk, i, C, need_up, need_dn, coal_ok):
+        def certify(eng, pl, pk, i, C, need_up, need_dn, coal_ok, lo_t=None):
             """Local LPs for primary i: (ok_up, ok_dn); record the feasible tables found."""
             t_ = tol * max(1.0, abs(v[i]))
+            lo_t = tgt_lo[i] if lo_t is None else lo_t
             ok_up, ok_dn = not need_up, not need_dn
             pts = []
             if need_up:
@@ -629,7 +656,7 @@ def audit(
                 st, f, x = eng.solve(pl, one)
                 if st == "optimal":
                     pts.append(x)
-                    ok_dn = (vk[pk] + f) * scale <= tgt_lo[i] + t_
+                    ok_dn = (vk[pk] + f) * scale <= lo_t + t_
             for x in pts:
                 xx = vk[C] + x
                 seen_lo[C] = np.minimum(seen_lo[C], xx)
@@ -640,6 +667,101 @@ def audit(
             if both0[i]:
                 return ok_up or ok_dn
             return ok_up and ok_dn
+
+        strides = np.array([int(np.prod(structure.shape[d + 1:], dtype=np.int64))
+                            for d in range(len(structure.shape))], dtype=np.int64)
+
+        def axis_box(i: int) -> np.ndarray:
+            """Suppressed cells in the product of the codes met on i's axis lines."""
+            co = np.unravel_index(i, structure.shape)
+            per = []
+            for d, nd in enumerate(structure.shape):
+                line = i + (np.arange(nd) - co[d]) * strides[d]
+                per.append(np.flatnonzero(unk[line]))
+            g = np.meshgrid(*per, indexing="ij")
+            cells_ = np.ravel_multi_index(tuple(x.ravel() for x in g), structure.shape)
+            p_ = pos[cells_]
+            return np.unique(p_[p_ >= 0])
+
+        def axis_box_small(i: int, K: int = 3) -> np.ndarray:
+            """Like axis_box, but per dimension only the K axis codes that close the most
+            rectangles with the other dimensions' axis codes (where a hypercube would lie)."""
+            co = np.unravel_index(i, structure.shape)
+            nd_ = len(structure.shape)
+            axes = []
+            for d, nd in enumerate(structure.shape):
+                line = i + (np.arange(nd) - co[d]) * strides[d]
+                a = np.flatnonzero(unk[line])
+                axes.append(a[a != co[d]])
+            per = []
+            for d in range(nd_):
+                a = axes[d]
+                if a.size <= K:
+                    per.append(np.append(a, co[d]))
+                    continue
+                score = np.zeros(a.size)
+                for e in range(nd_):
+                    if e == d or axes[e].size == 0:
+                        continue
+                    grid = i + ((a - co[d]) * strides[d])[:, None] + ((axes[e] - co[e]) * strides[e])[None, :]
+                    score += unk[grid].sum(1)
+                keep = a[np.argsort(-score, kind="stable")[:K]]
+                per.append(np.append(keep, co[d]))
+            g = np.meshgrid(*per, indexing="ij")
+            cells_ = np.ravel_multi_index(tuple(x.ravel() for x in g), structure.shape)
+            p_ = pos[cells_]
+            return np.unique(p_[p_ >= 0])
+
+        def local_sets(pk: int, i: int):
+            C0 = axis_box_small(i)
+            yield C0
+            C = axis_box(i)
+            if C.size > C0.size and C.size <= max_local:
+                yield C
+            C2 = ball(np.array([pk]), hops0)
+            if C2.size > max(C.size, C0.size) and C2.size <= max_local:
+                yield C2
+
+        def local_verdict(pk, i, C, c, need_up, need_dn):
+            """True/False when local LPs on C decide i's protection, None when they cannot."""
+            att = single_k[C] & (C != pk)
+            if nu[i] <= 1 and att.any():
+                am = np.flatnonzero(att)
+                att[am[shares_unit(i, idx[C[am]])]] = False
+            att_l = np.flatnonzero(att)
+            inside = shares_unit(i, idx[C[att_l]]) if att_l.size else np.zeros(0, bool)
+            co_mask = np.zeros(C.size, bool)
+            co_mask[att_l[~inside]] = True
+            eng = local_model(C, co_mask)
+            pl = np.array([int(np.searchsorted(C, pk))])
+            # 1. every singleton in reach outside i known at once (the points are valid for the
+            #    other primaries' checks too unless i is itself a singleton: its cell is free here)
+            if certify(eng, pl, pk, i, C, need_up, need_dn,
+                       coal_ok=not single_k[pk] and not inside.any()):
+                todo = att_l[inside]
+                c.coalition_protected = True
+            else:
+                c.coalition_protected = False
+                # 2. no singleton known
+                co = att_l[~inside]
+                if co.size:
+                    eng.set_bounds(co, -vk[C[co]], np.full(co.size, np.inf))
+                if not (co.size and certify(eng, pl, pk, i, C, True, True, coal_ok=False)):
+                    return None
+                todo = att_l
+            # 3. one singleton at a time (those out of reach are unchanged in every local point);
+            #    a singleton the local LP cannot rule out sends the primary to a larger set or to
+            #    the exact check on its whole component
+            for sj in todo:
+                s_cell = int(idx[C[sj]])
+                lo_t = tgt_lo_for(i, s_cell)
+                eng.set_bounds(np.array([sj]), np.zeros(1), np.zeros(1))
+                ok = certify(eng, pl, pk, i, C, True, True, coal_ok=False, lo_t=lo_t)
+                eng.set_bounds(np.array([sj]), -vk[C[[sj]]], np.full(1, np.inf))
+                if not ok:
+                    return None
+            c.protected = True
+            return bool(c.protected)
 
         for pk in prim_k:
             i = int(idx[pk])
@@ -655,48 +777,14 @@ def audit(
             need_up, need_dn = not ok_up, not ok_dn
             if both0[i]:
                 need_up = need_dn = True
-            C = ball(np.array([pk]), hops0)
-            att = single_k[C] & (C != pk)
-            if nu[i] <= 1 and att.any():
-                am = np.flatnonzero(att)
-                att[am[structure.nested(idx[C[am]], i)]] = False
-            att_l = np.flatnonzero(att)
-            eng = local_model(C, att)
-            pl = np.array([int(np.searchsorted(C, pk))])
-            # 1. every singleton in reach known at once (valid for the other primaries' checks
-            #    too unless i is itself a singleton, whose own cell is free here)
-            if certify(eng, pl, pk, i, C, need_up, need_dn, coal_ok=not single_k[pk]):
-                c.protected = c.coalition_protected = True
-                continue
-            c.coalition_protected = False
-            # 2. no singleton known
-            if att_l.size:
-                eng.set_bounds(att_l, -vk[C[att_l]], np.full(att_l.size, np.inf))
-            if not (att_l.size and certify(eng, pl, pk, i, C, True, True, coal_ok=False)):
-                exact_primary(i, c)       # exact on the whole component, incl. all singletons
-                continue
-            # 3. one singleton at a time (those out of reach are unchanged in every local point)
-            c.protected = True
-            for sj in att_l:
-                eng.set_bounds(np.array([sj]), np.zeros(1), np.zeros(1))
-                ok = certify(eng, pl, pk, i, C, True, True, coal_ok=False)
-                eng.set_bounds(np.array([sj]), -vk[C[[sj]]], np.full(1, np.inf))
-                if ok:
-                    continue
-                s_cell = int(idx[C[sj]])
-                ci = int(cell_lab[pk])
-                geng, gcols, glocal = comp_model(ci)
-                gs = np.array([glocal[int(C[sj])]])
-                geng.set_bounds(gs, vk[C[[sj]]], vk[C[[sj]]])
-                l2, h2, _, _ = solve_range(geng, np.array([glocal[int(pk)]]), one)
-                geng.set_bounds(gs, np.zeros(1), np.full(1, np.inf))
-                ok2, why2 = check(i, *rnd(l2 * scale, h2 * scale))
-                if not ok2:
-                    c.protected = False
-                    c.attacker = s_cell
-                    c.reason = f"recoverable by the unit of singleton cell {s_cell} ({why2})"
-                    singleton_failures.append({"primary": i, "singleton": s_cell})
+            verdict = None
+            for C in local_sets(pk, i):
+                verdict = local_verdict(pk, i, C, c, need_up, need_dn)
+                if verdict is not None:
                     break
+            if verdict is None:
+                exact_primary(i, c)       # exact on the whole component, incl. all singletons
+
         for j, i in enumerate(idx):
             i = int(i)
             c = by_index.get(i)

@@ -303,6 +303,26 @@ class TableStructure:
             res &= m[o[d], i[d]]
         return res
 
+    def meet(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """The intersection cell of cells ``a`` and ``b`` (arrays broadcast), -1 where empty.
+
+        In each dimension the two codes must be nested (one the ancestor-or-self of the other);
+        the meet takes the deeper one.  Units of the meet are exactly the units in both cells.
+        """
+        ca = np.unravel_index(np.asarray(a, dtype=np.int64), self.shape)
+        cb = np.unravel_index(np.asarray(b, dtype=np.int64), self.shape)
+        shape = np.broadcast(ca[0], cb[0]).shape
+        ok = np.ones(shape, dtype=bool)
+        out = []
+        for d, m in enumerate(self._ancestor_matrices):
+            x, y = np.broadcast_arrays(ca[d], cb[d])
+            a_over_b = m[x, y]
+            b_over_a = m[y, x]
+            ok &= a_over_b | b_over_a
+            out.append(np.where(a_over_b, y, x))
+        idx = np.ravel_multi_index(tuple(out), self.shape)
+        return np.where(ok, idx, -1)
+
     @cached_property
     def _ancestor_matrices(self) -> list:
         return [d.ancestor_matrix() for d in self.dimensions]

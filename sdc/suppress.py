@@ -256,8 +256,13 @@ class _Ctx:
             if for_cells is not None:
                 sidx = self._single_idx
                 for c in np.asarray(for_cells).reshape(-1):
-                    if self.nu[c] <= 1 and sidx.size:
-                        f[sidx[self.s.nested(sidx, int(c))]] = False
+                    if not sidx.size:
+                        continue
+                    # singletons whose only unit is also in the target: that unit knows its own
+                    # share of the target and nothing more follows from that alone (with one
+                    # unit in the target it is the target's own unit); the audit checks each
+                    mt = self.s.meet(int(c), sidx)
+                    f[sidx[(mt >= 0) & (self.nu[np.maximum(mt, 0)] >= 1)]] = False
         return f
 
 
@@ -346,14 +351,28 @@ def _best_hypercube(ctx: _Ctx, ip: int, d_up: float, d_dn: float, ceff: np.ndarr
     return res or None
 
 
-def _protect_hypercube(ctx: _Ctx, ip: int) -> bool:
+def _protect_hypercube(ctx: _Ctx, ip: int, stricts=(True, False)) -> bool:
     """Suppress a hypercube (or one per direction) protecting primary ip; False if none found.
 
     Compares one hypercube valid for both directions with two separate ones (up, then down with
     the up hypercube's cells already free) and takes the cheaper.
     """
     d_up, d_dn = float(ctx.d_up[ip]), float(ctx.d_dn[ip])
-    for strict in (True, False):
+    if ctx.both0[ip]:
+        # only "not exactly determined": one move of `tiny` in either direction is enough
+        for strict in stricts:
+            forb = ctx.forbidden(strict, [ip])
+            ceff = ctx.ceff()
+            opts = [_best_hypercube(ctx, ip, ctx.tiny, 0.0, ceff, forb)]
+            if ctx.v[ip] >= ctx.tiny:
+                opts.append(_best_hypercube(ctx, ip, 0.0, ctx.tiny, ceff, forb))
+            opts = [o for o in opts if o is not None]
+            if opts:
+                best = min(opts, key=lambda o: o[1])
+                ctx.sup[best[0]] = True
+                return True
+        return False
+    for strict in stricts:
         forb = ctx.forbidden(strict, [ip])
         ceff = ctx.ceff()
         both = _best_hypercube(ctx, ip, d_up, d_dn, ceff, forb)
@@ -408,6 +427,51 @@ def _neighbourhood(ctx: _Ctx, cells: np.ndarray) -> np.ndarray:
     return np.ravel_multi_index(tuple(g.ravel() for g in grids), ctx.shape).astype(np.int64)
 
 
+def _small_box(ctx: _Ctx, cells: np.ndarray, m: int = 3) -> np.ndarray:
+    """A small box around target cells for the LP: per dimension the code, its parent, up to 2m
+    siblings (the m cheapest and the m largest along the line through the first target) and, for
+    non-leaf codes, up to m children (largest first) recursively."""
+    ip = int(cells[0])
+    coords0 = ctx.coords(ip)
+    ceff = ctx.ceff()
+    per_dim = []
+    for d in range(ctx.k):
+        dc = ctx.dims[d]
+        codes: set = set()
+
+        def line_cells(cs):
+            cs = np.asarray(cs, dtype=np.int64)
+            return ip + (cs - coords0[d]) * ctx.strides[d]
+
+        def add_down(c0: int, depth: int = 0):
+            codes.add(c0)
+            kids = dc.kids[c0]
+            if not kids:
+                return
+            kids_a = np.array(kids)
+            vals = ctx.v[line_cells(kids_a)]
+            for kk in kids_a[np.argsort(-vals, kind="stable")][:m]:
+                add_down(int(kk), depth + 1)
+
+        for i in cells:
+            c = int(np.unravel_index(int(i), ctx.shape)[d])
+            add_down(c)
+            p = dc.parent[c]
+            if p >= 0:
+                codes.add(int(p))
+                sibs = np.array([x for x in dc.kids[p] if x != c], dtype=np.int64)
+                if sibs.size:
+                    lc = line_cells(sibs)
+                    bad = ctx.known0[lc]
+                    cheap = sibs[np.argsort(np.where(bad, np.inf, ceff[lc]), kind="stable")][:m]
+                    big = sibs[np.argsort(-ctx.v[lc], kind="stable")][:m]
+                    for sb in np.unique(np.concatenate([cheap, big])):
+                        add_down(int(sb))
+        per_dim.append(np.array(sorted(codes), dtype=np.int64))
+    grids = np.meshgrid(*per_dim, indexing="ij")
+    return np.ravel_multi_index(tuple(g.ravel() for g in grids), ctx.shape).astype(np.int64)
+
+
 def _lp_perturbation(ctx: _Ctx, target: np.ndarray, coef: np.ndarray, delta: float, forb: np.ndarray,
                      box: np.ndarray | None = None):
     """Cheapest additive perturbation y (weighted L1) with coef . y[target] == delta.
@@ -434,7 +498,6 @@ def _lp_perturbation(ctx: _Ctx, target: np.ndarray, coef: np.ndarray, delta: flo
     ub_p = np.where(f, 0.0, np.inf)
     ub_m = np.where(f, 0.0, vcap)
     bounds = np.column_stack([np.zeros(2 * nb), np.concatenate([ub_p, ub_m])])
-    bounds = [(lo, None if math.isinf(hi) else hi) for lo, hi in bounds]
     res = linprog(np.concatenate([w, w]), A_eq=Aeq, b_eq=beq, bounds=bounds, method="highs")
     if res.status != 0:
         return None
@@ -442,18 +505,22 @@ def _lp_perturbation(ctx: _Ctx, target: np.ndarray, coef: np.ndarray, delta: flo
     return cells[np.abs(y) > 1e-7 * max(abs(delta), 1e-12)]
 
 
-def _protect_lp(ctx: _Ctx, targets: list[tuple], extra_forbid: np.ndarray | None = None) -> bool:
+def _protect_lp(ctx: _Ctx, targets: list[tuple], extra_forbid: np.ndarray | None = None,
+                stricts=(True, False)) -> bool:
     """targets: list of (cells, coefs, delta).  Suppress the support of an LP perturbation for each."""
     ok_all = True
     for cells, coef, delta in targets:
         if delta == 0:
             continue
         done = False
-        for strict in (True, False):
+        for strict in stricts:
             forb = ctx.forbidden(strict, cells)
             if extra_forbid is not None:
                 forb = forb | extra_forbid
-            for box in (_neighbourhood(ctx, cells), None):
+            boxes = [_small_box(ctx, cells), _neighbourhood(ctx, cells)]
+            if not strict:
+                boxes.append(None)   # the whole table, last resort
+            for box in boxes:
                 supp = _lp_perturbation(ctx, cells, coef, delta, forb, box)
                 if supp is not None:
                     ctx.sup[supp] = True
@@ -465,18 +532,35 @@ def _protect_lp(ctx: _Ctx, targets: list[tuple], extra_forbid: np.ndarray | None
     return ok_all
 
 
-def _protect_primary_lp(ctx: _Ctx, ip: int, extra_forbid=None) -> bool:
+def _protect_primary_lp(ctx: _Ctx, ip: int, extra_forbid=None, stricts=(True, False)) -> bool:
     one = np.array([ip])
     c = np.ones(1)
     if ctx.both0[ip]:
-        return _protect_lp(ctx, [(one, c, float(ctx.d_up[ip]))], extra_forbid) or \
-            _protect_lp(ctx, [(one, c, -ctx.tiny)], extra_forbid)
+        # either direction will do: take the cheaper support
+        for strict in stricts:
+            forb = ctx.forbidden(strict, one)
+            if extra_forbid is not None:
+                forb = forb | extra_forbid
+            ceff = ctx.ceff()
+            best = None
+            for delta in ((ctx.tiny, -ctx.tiny) if ctx.v[ip] >= ctx.tiny else (ctx.tiny,)):
+                for box in (_small_box(ctx, one), _neighbourhood(ctx, one), None):
+                    supp = _lp_perturbation(ctx, one, c, delta, forb, box)
+                    if supp is not None:
+                        cst = float(ceff[supp].sum())
+                        if best is None or cst < best[1]:
+                            best = (supp, cst)
+                        break
+            if best is not None:
+                ctx.sup[best[0]] = True
+                return True
+        return False
     t = []
     if ctx.d_up[ip] > 0:
         t.append((one, c, float(ctx.d_up[ip])))
     if ctx.d_dn[ip] > 0:
         t.append((one, c, -float(ctx.d_dn[ip])))
-    return _protect_lp(ctx, t, extra_forbid)
+    return _protect_lp(ctx, t, extra_forbid, stricts)
 
 
 # ============================================================================ optimal (MILP)
@@ -498,10 +582,10 @@ def _optimal_model(ctx: _Ctx, time_limit: float, strict: bool) -> None:
     n = ctx.n
     A = ctx.A
     prim = np.flatnonzero(ctx.primary)
-    vecs = []  # (p, delta)
+    vecs = []  # (p, delta); delta None = either direction (binary chooses)
     for p in prim:
         if ctx.both0[p]:
-            vecs.append((p, float(ctx.d_up[p])))  # one direction is enough
+            vecs.append((p, None))  # "not determined": one move of `tiny`, either direction
             continue
         if ctx.d_up[p] > 0:
             vecs.append((p, float(ctx.d_up[p])))
@@ -513,9 +597,11 @@ def _optimal_model(ctx: _Ctx, time_limit: float, strict: bool) -> None:
     forb_base = ctx.forbidden(False)  # suppression variables: only known zeros are excluded
     total = float(ctx.v.max()) + float(max(ctx.d_up.max(), 1.0))
     bigM = 2 * total
-    # variables: s (n binaries) then y^1..y^nv (n each)
-    N = n + nv * n
-    c = np.concatenate([np.where(ctx.primary, 0.0, ctx.cost + ctx.eps_c), np.zeros(nv * n)])
+    # variables: s (n binaries), y^1..y^nv (n each), then one direction binary per "either" vector
+    either = [j for j, (_, d) in enumerate(vecs) if d is None]
+    ne = len(either)
+    N = n + nv * n + ne
+    c = np.concatenate([np.where(ctx.primary, 0.0, ctx.cost + ctx.eps_c), np.zeros(nv * n + ne)])
     lb = np.zeros(N)
     ub = np.ones(N)
     lb[:n][ctx.primary] = 1
@@ -531,26 +617,39 @@ def _optimal_model(ctx: _Ctx, time_limit: float, strict: bool) -> None:
         f[p] = False
         yl[f] = 0
         yu[f] = 0
-        yl[p] = yu[p] = delta
+        ze = sp.csr_matrix((n, ne))
+        if delta is not None:
+            yl[p] = yu[p] = delta
+        else:
+            # y_p = 2 tiny z - tiny with z binary (z = 1: up, z = 0: down)
+            yl[p] = -ctx.tiny if ctx.v[p] >= ctx.tiny else ctx.tiny
+            yu[p] = ctx.tiny
+            e = either.index(j)
+            row = sp.csr_matrix(([1.0], ([0], [off - n + p + n])), shape=(1, n + nv * n))
+            zc = sp.csr_matrix(([-2 * ctx.tiny], ([0], [e])), shape=(1, ne))
+            blocks_rows.append(sp.hstack([row, zc], format="csr"))
+            rhs_lo.append(np.array([-ctx.tiny]))
+            rhs_hi.append(np.array([-ctx.tiny]))
         lb[off:off + n] = yl
         ub[off:off + n] = yu
         # A y = 0
+        za = sp.csr_matrix((A.shape[0], ne))
         blk = sp.hstack([sp.csr_matrix((A.shape[0], n)), sp.csr_matrix((A.shape[0], j * n)), A,
-                         sp.csr_matrix((A.shape[0], (nv - j - 1) * n))], format="csr")
+                         sp.csr_matrix((A.shape[0], (nv - j - 1) * n)), za], format="csr")
         blocks_rows.append(blk)
         rhs_lo.append(np.zeros(A.shape[0]))
         rhs_hi.append(np.zeros(A.shape[0]))
         # y_i - M s_i <= 0 ; y_i + v_i s_i >= 0
         z1 = sp.csr_matrix((n, j * n))
         z2 = sp.csr_matrix((n, (nv - j - 1) * n))
-        blocks_rows.append(sp.hstack([-bigM * I, z1, I, z2], format="csr"))
+        blocks_rows.append(sp.hstack([-bigM * I, z1, I, z2, ze], format="csr"))
         rhs_lo.append(np.full(n, -np.inf))
         rhs_hi.append(np.zeros(n))
-        blocks_rows.append(sp.hstack([sp.diags(ctx.v), z1, I, z2], format="csr"))
+        blocks_rows.append(sp.hstack([sp.diags(ctx.v), z1, I, z2, ze], format="csr"))
         rhs_lo.append(np.zeros(n))
         rhs_hi.append(np.full(n, np.inf))
     M = sp.vstack(blocks_rows, format="csr")
-    integrality = np.concatenate([np.ones(n), np.zeros(nv * n)])
+    integrality = np.concatenate([np.ones(n), np.zeros(nv * n), np.ones(ne)])
     res = milp(c, constraints=LinearConstraint(M, np.concatenate(rhs_lo), np.concatenate(rhs_hi)),
                integrality=integrality, bounds=Bounds(lb, ub),
                options={"time_limit": time_limit, "disp": False})
@@ -674,9 +773,14 @@ def suppress(
     prim_idx = np.flatnonzero(prim)
     if method == "hypercube":
         for ip in _primary_order(ctx, prim_idx):
-            if not _protect_hypercube(ctx, int(ip)):
-                fallbacks += 1
-                _protect_primary_lp(ctx, int(ip))
+            ip = int(ip)
+            if _protect_hypercube(ctx, ip, (True,)):
+                continue
+            fallbacks += 1
+            if _protect_primary_lp(ctx, ip, stricts=(True,)):
+                continue
+            if not _protect_hypercube(ctx, ip, (False,)):
+                _protect_primary_lp(ctx, ip, stricts=(False,))
     elif method == "lp":
         for ip in _primary_order(ctx, prim_idx):
             if not _protect_primary_lp(ctx, int(ip)):
