@@ -301,8 +301,6 @@ def test_two_suppressed_cells_whose_sum_is_unsafe_get_a_third(tmp_path):
     assert {t.keys[i]["g"] for i in np.flatnonzero(sec | t.primary)} == {"a", "b"}
 
 
-@pytest.mark.xfail(strict=True, reason="sdc.audit's singleton check treats nested cells that hold the same single "
-                   "unit as two attackers: the unit only learns its own value (conservative false alarm)")
 def test_one_unit_table_is_not_reported_as_disclosed(tmp_path):
     t = sdc.table(parquet(tmp_path, pl.DataFrame({"r": ["r1"], "c": ["c1"]})), rows="r", cols="c", policy="acro")
     assert all(c.status == "primary" for c in t.cells)
