@@ -309,6 +309,7 @@ def audit(
     intervals: str = "auto",
     exact_limit: int = 1500,
     max_local: int = 2500,
+    max_exact_component: int = 4000,
     max_union_pairs: int = 8,
     tol: float = 1e-6,
 ) -> AuditResult:
@@ -329,6 +330,8 @@ def audit(
       required bounds is the exact LP solved on the whole component, so a "not protected" verdict
       is always exact.  Reported intervals are then inner bounds (``CellAudit.exact`` False): the
       attacker's true interval is at least that wide.
+      If the component is larger than ``max_exact_component`` cells the exact LP is skipped and the
+      primary is reported unprotected ("not proven"): conservative, never the other way round.
     * ``"auto"`` (default): ``"exact"`` up to ``exact_limit`` suppressed cells, else ``"protection"``.
     """
     t0 = time.perf_counter()
@@ -639,6 +642,10 @@ def audit(
         prim_k = np.flatnonzero(prim[idx])
         one = np.ones(1)
 
+        points: list = []        # feasible tables found: (cell positions, perturbation)
+        pts_of: dict = {}        # primary position -> ids of points that move it
+        prim_k_mask = prim[idx]
+
         def certify(eng, pl, pk, i, C, need_up, need_dn, coal_ok, lo_t=None):
             """Local LPs for primary i: (ok_up, ok_dn); record the feasible tables found."""
             t_ = tol * max(1.0, abs(v[i]))
@@ -658,6 +665,11 @@ def audit(
                     pts.append(x)
                     ok_dn = (vk[pk] + f) * scale <= lo_t + t_
             for x in pts:
+                nzp = np.abs(x) > 1e-12
+                if nzp.any():
+                    points.append((C[nzp], x[nzp]))
+                    for q in C[nzp & prim_k_mask[C]]:
+                        pts_of.setdefault(int(q), []).append(len(points) - 1)
                 xx = vk[C] + x
                 seen_lo[C] = np.minimum(seen_lo[C], xx)
                 seen_hi[C] = np.maximum(seen_hi[C], xx)
@@ -718,9 +730,14 @@ def audit(
             C = axis_box(i)
             if C.size > C0.size and C.size <= max_local:
                 yield C
-            C2 = ball(np.array([pk]), hops0)
-            if C2.size > max(C.size, C0.size) and C2.size <= max_local:
-                yield C2
+            last = max(C.size, C0.size)
+            for h in (hops0, 2 * hops0):
+                C2 = ball(np.array([pk]), h)
+                if C2.size > max_local:
+                    break
+                if C2.size > last:
+                    last = C2.size
+                    yield C2
 
         def local_verdict(pk, i, C, c, need_up, need_dn):
             """True/False when local LPs on C decide i's protection, None when they cannot."""
@@ -783,7 +800,14 @@ def audit(
                 if verdict is not None:
                     break
             if verdict is None:
-                exact_primary(i, c)       # exact on the whole component, incl. all singletons
+                csize = int(cell_starts[cell_lab[pk] + 1] - cell_starts[cell_lab[pk]])
+                if csize <= max_exact_component:
+                    exact_primary(i, c)   # exact on the whole component, incl. all singletons
+                else:
+                    # conservative: what cannot be proved is reported unprotected (never the
+                    # other way round); the suppression then adds a local proof
+                    c.protected = False
+                    c.reason = "not proven by local LPs (component too large for the exact check)"
 
         for j, i in enumerate(idx):
             i = int(i)
@@ -838,12 +862,27 @@ def audit(
                 tq = tol * max(1.0, abs(vq))
                 moved = False
                 if mode == "protection":
-                    C = ball(loc, max(2, len(structure.shape)))
+                    # a feasible table found while proving the primaries may already move the sum
+                    for pid in {p_ for q_ in loc for p_ in pts_of.get(int(q_), ())}:
+                        Cp, yp = points[pid]
+                        hit = np.isin(Cp, loc)
+                        if abs(yp[hit].sum()) * scale > tq:
+                            moved = True
+                            break
+                if mode == "protection" and not moved:
+                    C = np.unique(np.concatenate([axis_box_small(int(q_)) for q_ in q]))
+                    if C.size > max_local:
+                        C = ball(loc, max(2, len(structure.shape)))
                     eng = local_model(C, np.zeros(C.size, bool))
                     ql = np.searchsorted(C, loc)
                     lo_s, hi_s, _, _ = solve_range(eng, ql, np.ones(ql.size))
                     lo_s, hi_s = rnd(vq + lo_s * scale, vq + hi_s * scale)
                     moved = hi_s - lo_s > tq
+                if not moved and mode == "protection" and max(
+                        int(cell_starts[ci + 1] - cell_starts[ci]) for ci in np.unique(cell_lab[loc])) \
+                        > max_exact_component:
+                    union_failures.append({"cells": list(Q), "lo": math.nan, "hi": math.nan})
+                    continue
                 if not moved:
                     labs = cell_lab[loc]
                     lo_s = hi_s = 0.0
