@@ -43,7 +43,7 @@ Methods
     under the same protection model (one perturbation vector per primary and direction).  Small
     tables only (a few hundred cells, tens of primaries).
 ``"auto"``
-    ``"lp"`` for small tables (``n_cells <= 2000``), ``"hypercube"`` otherwise.
+    ``"lp"`` for small tables (``n_cells <= 500``), ``"hypercube"`` otherwise.
 
 Every method is followed by the same steps, repeated until the audit passes (``max_rounds``):
 the union rule pass, an audit by :func:`sdc.audit.audit` (independent code), and an LP repair for
@@ -766,7 +766,7 @@ def suppress(
             raise ValueError("cost must be a non-negative array with one entry per cell")
     ctx = _Ctx(structure, v, prim, nu, lo, up, cst, zeros_known, singletons)
     if method == "auto":
-        method = "lp" if n <= 2000 else "hypercube"
+        method = "lp" if n <= 500 else "hypercube"
     timings = {}
     fallbacks = 0
     t = time.perf_counter()
