@@ -80,7 +80,7 @@ def main(argv=None):
     ap.add_argument("--mun-per-region", type=int, default=6)
     ap.add_argument("--ages", type=int, default=10)
     ap.add_argument("--industries", type=int, default=21)
-    ap.add_argument("--units", type=int, default=2_000_000)
+    ap.add_argument("--units", type=int, default=30_000_000)
     ap.add_argument("--threshold", type=float, default=10)
     ap.add_argument("--protection", type=float, default=3)
     ap.add_argument("--method", default="auto")
