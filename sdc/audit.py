@@ -64,7 +64,7 @@ import scipy.sparse as sp
 from scipy.optimize import linprog
 from scipy.sparse.csgraph import connected_components
 
-__all__ = ["audit", "AuditResult", "CellAudit"]
+__all__ = ["audit", "AuditResult", "CellAudit", "verify_certificates"]
 
 try:  # scipy >= 1.13 bundles the highspy bindings
     from scipy.optimize._highspy import _core as _hcore  # type: ignore
@@ -216,6 +216,9 @@ class AuditResult:
     union_failures: list[dict] = field(default_factory=list)
     singleton_failures: list[dict] = field(default_factory=list)
     keys: Sequence[tuple] | None = None
+    certificates: int = 0              # certificates given
+    certificates_rejected: int = 0     # ... that failed verification (not used)
+    proved_by_certificate: int = 0     # primaries proved without an LP of their own
 
     @property
     def unprotected(self) -> list[int]:
@@ -276,6 +279,9 @@ class AuditResult:
             "n_unprotected": len(self.unprotected),
             "n_lp": int(self.n_lp),
             "n_local_lp": int(self.n_local_lp),
+            "certificates": int(self.certificates),
+            "certificates_rejected": int(self.certificates_rejected),
+            "proved_by_certificate": int(self.proved_by_certificate),
             "seconds": round(float(self.seconds), 3),
             "cells": cells,
         }
@@ -307,11 +313,12 @@ def audit(
     singletons: bool = True,
     engine: str = "auto",
     intervals: str = "auto",
-    exact_limit: int = 1500,
+    exact_limit: int | None = None,
     max_local: int = 2500,
     max_exact_component: int = 4000,
     max_union_pairs: int = 8,
     tol: float = 1e-6,
+    certificates: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> AuditResult:
     """Check each primary's protection; compute feasible intervals of the suppressed cells.
 
@@ -332,7 +339,18 @@ def audit(
       attacker's true interval is at least that wide.
       If the component is larger than ``max_exact_component`` cells the exact LP is skipped and the
       primary is reported unprotected ("not proven"): conservative, never the other way round.
-    * ``"auto"`` (default): ``"exact"`` up to ``exact_limit`` suppressed cells, else ``"protection"``.
+    * ``"auto"`` (default): ``"exact"`` up to ``exact_limit`` suppressed cells (1500, or 300 when
+      certificates are given), else ``"protection"``.
+
+    ``certificates``: claimed proofs, e.g. from the suppression: pairs ``(cells, y)``, a perturbation
+    ``y`` of the table on ``cells``.  The audit trusts none of them: it checks each one itself
+    (:func:`verify_certificates`: ``y`` only on suppressed unknown cells, every additivity relation
+    still holds, no cell below 0), so a valid one is a feasible table the attacker cannot exclude.
+    In ``"protection"`` mode valid certificates prove primaries (a certificate that changes no
+    singleton cell other than the primary itself holds against every singleton attacker and
+    coalition), give inner bounds of the intervals, and show that unsafe unions can move; what they
+    do not prove goes through the local and exact LPs as before.  Invalid ones are only counted
+    (``AuditResult.certificates_rejected``).
     """
     t0 = time.perf_counter()
     n = structure.n_cells
@@ -375,6 +393,8 @@ def audit(
     pos = np.full(n, -1, dtype=np.int64)
     pos[idx] = np.arange(k)
     mode = intervals
+    if exact_limit is None:
+        exact_limit = 1500 if certificates is None else 300
     if mode == "auto":
         mode = "exact" if k <= exact_limit else "protection"
 
@@ -586,6 +606,14 @@ def audit(
         counters["local"] += 1
         return _make_engine(engine, Al, np.zeros(rr.size), lb, ub)
 
+    Ycert = None
+    n_cert = n_rejected = n_by_cert = 0
+    if certificates is not None:
+        Ycert, ok_c = verify_certificates(A, v, unk, certificates, tol=tol)
+        n_cert = int(ok_c.size)
+        n_rejected = int((~ok_c).sum())
+        Ycert = Ycert[np.flatnonzero(ok_c)]
+
     cells: list[CellAudit] = []
     by_index: dict[int, CellAudit] = {}
     singleton_failures: list[dict] = []
@@ -645,6 +673,31 @@ def audit(
         points: list = []        # feasible tables found: (cell positions, perturbation)
         pts_of: dict = {}        # primary position -> ids of points that move it
         prim_k_mask = prim[idx]
+        cert_up = np.zeros(k, bool)
+        cert_dn = np.zeros(k, bool)
+        if Ycert is not None and Ycert.shape[0]:
+            C_ = Ycert.tocoo()
+            r_, c_, y_ = C_.row, C_.col, C_.data
+            pk_ = pos[c_]
+            x_ = (v[c_] + y_) / scale
+            np.minimum.at(seen_lo, pk_, x_)
+            np.maximum.at(seen_hi, pk_, x_)
+            # singleton cells each certificate changes
+            moved_single = np.bincount(r_, weights=single_k[pk_].astype(float), minlength=Ycert.shape[0])
+            free = moved_single[r_] == 0
+            np.minimum.at(coal_lo, pk_[free], x_[free])
+            np.maximum.at(coal_hi, pk_[free], x_[free])
+            # per primary: the certificate may change the primary itself and no other singleton
+            own = prim[c_] & (moved_single[r_] - single_k[pk_] == 0)
+            tc = tol * np.maximum(1.0, np.abs(v[c_]))
+            z = both0[c_]
+            big = np.where(integer, np.abs(y_) >= 1 - 1e-9, np.abs(y_) > tc)
+            up = own & np.where(z, big, v[c_] + y_ >= req_hi[c_] - tc)
+            dn = own & np.where(z, big, v[c_] + y_ <= req_lo[c_] + tc)
+            np.logical_or.at(cert_up, pk_[up], True)
+            np.logical_or.at(cert_dn, pk_[dn], True)
+            cert_up |= cert_dn & both0[idx]
+            cert_dn |= cert_up & both0[idx]
 
         def certify(eng, pl, pk, i, C, need_up, need_dn, coal_ok, lo_t=None):
             """Local LPs for primary i: (ok_up, ok_dn); record the feasible tables found."""
@@ -788,9 +841,15 @@ def audit(
             c = CellAudit(index=i, primary=True, lo=0.0, hi=0.0, value=float(v[i]), exact=False,
                           required_lo=float(req_lo[i]), required_hi=float(req_hi[i]))
             by_index[i] = c
+            if cert_up[pk] and cert_dn[pk]:
+                c.protected = c.coalition_protected = True
+                n_by_cert += 1
+                continue
             if (ok_up and ok_dn) or (both0[i] and (ok_up or ok_dn)):
                 c.protected = c.coalition_protected = True
                 continue
+            ok_up |= bool(cert_up[pk])
+            ok_dn |= bool(cert_dn[pk])
             need_up, need_dn = not ok_up, not ok_dn
             if both0[i]:
                 need_up = need_dn = True
@@ -844,6 +903,7 @@ def audit(
         child.eliminate_zeros()
         cnt = np.asarray(child @ unk.astype(np.int64)).reshape(-1)
         checked: set = set()
+        Ycert_csc = Ycert.tocsc() if Ycert is not None and Ycert.shape[0] else None
         for r in np.flatnonzero(cnt >= 2):
             ch = child.indices[child.indptr[r]:child.indptr[r + 1]]
             T = np.sort(ch[unk[ch]])
@@ -861,7 +921,9 @@ def audit(
                 vq = float(v[q].sum())
                 tq = tol * max(1.0, abs(vq))
                 moved = False
-                if mode == "protection":
+                if Ycert_csc is not None:
+                    moved = bool(np.any(np.abs(np.asarray(Ycert_csc[:, q].sum(axis=1)).ravel()) > tq))
+                if mode == "protection" and not moved:
                     # a feasible table found while proving the primaries may already move the sum
                     for pid in {p_ for q_ in loc for p_ in pts_of.get(int(q_), ())}:
                         Cp, yp = points[pid]
@@ -917,7 +979,55 @@ def audit(
         union_failures=union_failures,
         singleton_failures=singleton_failures,
         keys=_LazyKeys(structure),
+        certificates=n_cert,
+        certificates_rejected=n_rejected,
+        proved_by_certificate=n_by_cert,
     )
+
+
+def verify_certificates(A: sp.spmatrix, values: np.ndarray, unknown: np.ndarray,
+                        certificates: Sequence[tuple[np.ndarray, np.ndarray]], tol: float = 1e-6):
+    """Check claimed perturbations; returns (Y, ok): Y a sparse (certificates x cells) matrix and
+    ``ok`` a bool per certificate.
+
+    A certificate ``(cells, y)`` is valid when ``y`` is finite, non-zero only on ``unknown`` cells
+    (suppressed, not known zeros), keeps every relation of ``A`` (``|A @ y| <= tol * max(1, |y|)``
+    per relation) and keeps every cell non-negative (``v + y >= -tol * max(1, v)``).  Then
+    ``values + y`` is a table the attacker cannot tell from the true one.  Repeated cells in one
+    certificate are summed.
+    """
+    v = np.asarray(values, dtype=float).reshape(-1)
+    n = v.size
+    nc = len(certificates)
+    if nc == 0:
+        return sp.csr_matrix((0, n)), np.zeros(0, bool)
+    lens = np.fromiter((np.size(c) for c, _ in certificates), dtype=np.int64, count=nc)
+    ylens = np.fromiter((np.size(y) for _, y in certificates), dtype=np.int64, count=nc)
+    ok = lens == ylens
+    keep = [j for j in range(nc) if ok[j]]
+    rows = np.repeat(np.asarray(keep, dtype=np.int64), lens[keep]) if keep else np.zeros(0, np.int64)
+    cols = np.concatenate([np.asarray(certificates[j][0], dtype=np.int64).reshape(-1) for j in keep]) \
+        if keep else np.zeros(0, np.int64)
+    vals = np.concatenate([np.asarray(certificates[j][1], dtype=float).reshape(-1) for j in keep]) \
+        if keep else np.zeros(0)
+    inr = (cols >= 0) & (cols < n)
+    bad = ~inr | ~np.isfinite(vals)
+    ok[np.unique(rows[bad])] = False
+    rows, cols, vals = rows[~bad], cols[~bad], vals[~bad]
+    Y = sp.csr_matrix((vals, (rows, cols)), shape=(nc, n))
+    Y.sum_duplicates()
+    Y.eliminate_zeros()
+    C = Y.tocoo()
+    unk = np.asarray(unknown, dtype=bool).reshape(-1)
+    off = ~unk[C.col]                                   # moves a published cell or a known zero
+    neg = v[C.col] + C.data < -tol * np.maximum(1.0, np.abs(v[C.col]))
+    ok[np.unique(C.row[off | neg])] = False
+    ymax = np.zeros(nc)
+    np.maximum.at(ymax, C.row, np.abs(C.data))
+    R = (Y @ sp.csr_matrix(A).T).tocoo()                # relations x certificates, transposed
+    res_bad = np.abs(R.data) > tol * np.maximum(1.0, ymax[R.row])
+    ok[np.unique(R.row[res_bad])] = False
+    return Y, ok
 
 
 class _LazyKeys:

@@ -104,6 +104,7 @@ class SuppressionResult:
     seconds: float = 0.0
     timings: dict = field(default_factory=dict)
     fallbacks: int = 0             # primaries the main method could not protect on its own
+    certificates: list = field(default_factory=list)   # (cells, y) perturbations found (proofs)
 
 
 # ============================================================================ per-dimension candidates
@@ -215,6 +216,7 @@ class _Ctx:
         self.single = (n_units == 1) if singletons else np.zeros(self.n, bool)
         self.cost = cost
         self.sup = primary.copy()
+        self.certs: list[tuple[np.ndarray, np.ndarray]] = []   # perturbations found (proofs)
         self._single_idx = np.flatnonzero(self.single)
         eps_c = 1e-3 * (float(cost[cost > 0].mean()) if np.any(cost > 0) else 1.0)
         self.eps_c = eps_c
@@ -236,6 +238,12 @@ class _Ctx:
         self.d_dn = np.where(both0 & (v >= tiny), 0.0, L)
         self.both0 = both0
         self.tiny = tiny
+
+    def take(self, cells: np.ndarray, y: np.ndarray) -> None:
+        """Suppress the support of perturbation ``y`` on ``cells`` and keep it as a certificate."""
+        cells = np.asarray(cells, dtype=np.int64)
+        self.sup[cells] = True
+        self.certs.append((cells, np.asarray(y, dtype=float)))
 
     def coords(self, i: int) -> np.ndarray:
         return np.array(np.unravel_index(i, self.shape), dtype=np.int64)
@@ -271,8 +279,9 @@ def _best_hypercube(ctx: _Ctx, ip: int, d_up: float, d_dn: float, ceff: np.ndarr
                     restrict: dict | None = None, budget: int = 40000, need_both: bool = True):
     """Cheapest valid hypercube perturbation through cell ip.
 
-    Returns (support indices, cost, directions) where directions is "both", "up" or "down"; or
-    None.  ``restrict``: {dim: allowed partner code positions} (union repairs).
+    Returns (support indices, cost, directions, signs) where directions is "both", "up" or "down"
+    and ``signs`` (+1/-1 per support cell, +1 at ip) is the perturbation's shape: ``d_up * signs``
+    moves ip up by ``d_up``, ``-d_dn * signs`` down by ``d_dn``; or None.  ``restrict``: {dim: allowed partner code positions} (union repairs).
     """
     coords = ctx.coords(ip)
     v = ctx.v
@@ -338,16 +347,16 @@ def _best_hypercube(ctx: _Ctx, ip: int, d_up: float, d_dn: float, ceff: np.ndarr
     ok_both = ~(up_bad | dn_bad)
     if ok_both.any():
         j = int(np.argmin(np.where(ok_both, cost, np.inf)))
-        return idx[j][valid[j]], float(cost[j]), "both"
+        return idx[j][valid[j]], float(cost[j]), "both", sign[j][valid[j]].astype(float)
     if need_both:
         return None
     res = []
     if (~up_bad).any():
         j = int(np.argmin(np.where(~up_bad, cost, np.inf)))
-        res.append((idx[j][valid[j]], float(cost[j]), "up"))
+        res.append((idx[j][valid[j]], float(cost[j]), "up", sign[j][valid[j]].astype(float)))
     if (~dn_bad).any():
         j = int(np.argmin(np.where(~dn_bad, cost, np.inf)))
-        res.append((idx[j][valid[j]], float(cost[j]), "down"))
+        res.append((idx[j][valid[j]], float(cost[j]), "down", sign[j][valid[j]].astype(float)))
     return res or None
 
 
@@ -355,7 +364,8 @@ def _protect_hypercube(ctx: _Ctx, ip: int, stricts=(True, False)) -> bool:
     """Suppress a hypercube (or one per direction) protecting primary ip; False if none found.
 
     Compares one hypercube valid for both directions with two separate ones (up, then down with
-    the up hypercube's cells already free) and takes the cheaper.
+    the up hypercube's cells already free) and takes the cheaper.  The perturbations are kept as
+    certificates for the audit (``ctx.certs``).
     """
     d_up, d_dn = float(ctx.d_up[ip]), float(ctx.d_dn[ip])
     if ctx.both0[ip]:
@@ -363,13 +373,17 @@ def _protect_hypercube(ctx: _Ctx, ip: int, stricts=(True, False)) -> bool:
         for strict in stricts:
             forb = ctx.forbidden(strict, [ip])
             ceff = ctx.ceff()
-            opts = [_best_hypercube(ctx, ip, ctx.tiny, 0.0, ceff, forb)]
+            opts = []
+            up = _best_hypercube(ctx, ip, ctx.tiny, 0.0, ceff, forb)
+            if up is not None:
+                opts.append((up, ctx.tiny))
             if ctx.v[ip] >= ctx.tiny:
-                opts.append(_best_hypercube(ctx, ip, 0.0, ctx.tiny, ceff, forb))
-            opts = [o for o in opts if o is not None]
+                dn = _best_hypercube(ctx, ip, 0.0, ctx.tiny, ceff, forb)
+                if dn is not None:
+                    opts.append((dn, -ctx.tiny))
             if opts:
-                best = min(opts, key=lambda o: o[1])
-                ctx.sup[best[0]] = True
+                (cells, _, _, sg), amount = min(opts, key=lambda o: o[0][1])
+                ctx.take(cells, amount * sg)
                 return True
         return False
     for strict in stricts:
@@ -384,12 +398,18 @@ def _protect_hypercube(ctx: _Ctx, ip: int, stricts=(True, False)) -> bool:
                 c2[up[0]] = 0.0
                 dn = _best_hypercube(ctx, ip, 0.0, d_dn, c2, forb)
                 if dn is not None:
-                    sep = (np.concatenate([up[0], dn[0]]), up[1] + dn[1])
-        if both is not None and (sep is None or both[1] <= sep[1] + 1e-12):
-            ctx.sup[both[0]] = True
+                    sep = (up, dn, up[1] + dn[1])
+        if both is not None and (sep is None or both[1] <= sep[2] + 1e-12):
+            cells, _, _, sg = both
+            if d_up > 0:
+                ctx.take(cells, d_up * sg)
+            if d_dn > 0:
+                ctx.take(cells, -d_dn * sg)
             return True
         if sep is not None:
-            ctx.sup[sep[0]] = True
+            up, dn, _ = sep
+            ctx.take(up[0], d_up * up[3])
+            ctx.take(dn[0], -d_dn * dn[3])
             return True
     return False
 
@@ -478,7 +498,7 @@ def _lp_perturbation(ctx: _Ctx, target: np.ndarray, coef: np.ndarray, delta: flo
 
     Variables y = yp - ym on ``box`` (all cells if None); cells outside are 0.  Capacity
     ``y >= -v``; forbidden cells fixed at 0 (targets are never forbidden).  Returns the support
-    (cell indices, |y| > 1e-7 delta) or None if infeasible.
+    (cell indices, |y| > 1e-7 delta) and y there, or None if infeasible.
     """
     cells = np.arange(ctx.n) if box is None else np.unique(np.concatenate([box, target]))
     nb = cells.size
@@ -502,7 +522,8 @@ def _lp_perturbation(ctx: _Ctx, target: np.ndarray, coef: np.ndarray, delta: flo
     if res.status != 0:
         return None
     y = res.x[:nb] - res.x[nb:]
-    return cells[np.abs(y) > 1e-7 * max(abs(delta), 1e-12)]
+    keep = np.abs(y) > 1e-7 * max(abs(delta), 1e-12)
+    return cells[keep], y[keep]
 
 
 def _protect_lp(ctx: _Ctx, targets: list[tuple], extra_forbid: np.ndarray | None = None,
@@ -521,9 +542,9 @@ def _protect_lp(ctx: _Ctx, targets: list[tuple], extra_forbid: np.ndarray | None
             if not strict:
                 boxes.append(None)   # the whole table, last resort
             for box in boxes:
-                supp = _lp_perturbation(ctx, cells, coef, delta, forb, box)
-                if supp is not None:
-                    ctx.sup[supp] = True
+                found = _lp_perturbation(ctx, cells, coef, delta, forb, box)
+                if found is not None:
+                    ctx.take(*found)
                     done = True
                     break
             if done:
@@ -545,14 +566,14 @@ def _protect_primary_lp(ctx: _Ctx, ip: int, extra_forbid=None, stricts=(True, Fa
             best = None
             for delta in ((ctx.tiny, -ctx.tiny) if ctx.v[ip] >= ctx.tiny else (ctx.tiny,)):
                 for box in (_small_box(ctx, one), _neighbourhood(ctx, one), None):
-                    supp = _lp_perturbation(ctx, one, c, delta, forb, box)
-                    if supp is not None:
-                        cst = float(ceff[supp].sum())
+                    found = _lp_perturbation(ctx, one, c, delta, forb, box)
+                    if found is not None:
+                        cst = float(ceff[found[0]].sum())
                         if best is None or cst < best[1]:
-                            best = (supp, cst)
+                            best = (found, cst)
                         break
             if best is not None:
-                ctx.sup[best[0]] = True
+                ctx.take(*best[0])
                 return True
         return False
     t = []
@@ -659,6 +680,10 @@ def _optimal_model(ctx: _Ctx, time_limit: float, strict: bool) -> None:
         raise RuntimeError(f"MILP for optimal suppression failed: {res.message}")
     s = res.x[:n] > 0.5
     ctx.sup |= s
+    for j in range(nv):
+        y = res.x[n + j * n:n + (j + 1) * n]
+        nz = np.flatnonzero(np.abs(y) > 1e-9)
+        ctx.certs.append((nz, y[nz]))
 
 
 # ============================================================================ unions
@@ -714,13 +739,13 @@ def _fix_union_line(ctx: _Ctx, r: int, ch: np.ndarray, T: np.ndarray) -> bool:
                 if r_ is not None:
                     tot = r_[1] + ceff[c]
                     if best is None or tot < best[1]:
-                        best = (r_[0], tot)
+                        best = (r_[0], tot, (du if du > 0 else -dd) * r_[3])
         if best is not None:
             break
     if best is None:
         # LP: move the union's sum
         return _protect_lp(ctx, [(T, np.ones(T.size), delta)])
-    ctx.sup[best[0]] = True
+    ctx.take(best[0], best[2])
     return True
 
 
@@ -742,6 +767,7 @@ def suppress(
     audit: bool = True,
     audit_engine: str = "auto",
     milp_time_limit: float = 60.0,
+    certificates: bool = True,
 ) -> SuppressionResult:
     """Choose secondary suppressions; see the module docstring.  Returns a SuppressionResult."""
     t0 = time.perf_counter()
@@ -803,7 +829,7 @@ def suppress(
             t = time.perf_counter()
             res_audit = _audit(structure, v, ctx.sup, prim, n_units=nu, lower=lo, upper=up,
                                union_is_unsafe=union_is_unsafe, zeros_known=zeros_known,
-                               engine=audit_engine)
+                               engine=audit_engine, certificates=ctx.certs if certificates else None)
             timings["audit"] += time.perf_counter() - t
             if res_audit.protected:
                 break
@@ -832,7 +858,7 @@ def suppress(
     return SuppressionResult(
         secondary=sec, suppressed=ctx.sup.copy(), audit=res_audit, method=method,
         cost=float(cst[sec].sum()), rounds=rounds, repairs=repairs,
-        seconds=time.perf_counter() - t0, timings=timings, fallbacks=fallbacks,
+        seconds=time.perf_counter() - t0, timings=timings, fallbacks=fallbacks, certificates=ctx.certs,
     )
 
 

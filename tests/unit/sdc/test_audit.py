@@ -155,3 +155,109 @@ def test_property_lone_suppressed_cell_in_a_line_is_caught(seed, hier):
     a = audit(t, v, sup, prim, n_units=v + 5, lower=L, upper=U)
     assert not a.protected
     assert a.cells[[c.index for c in a.cells].index(p)].reason == "exactly determined"
+
+
+# ---------------------------------------------------------------------------- certificates
+def test_certificates_verified_not_trusted():
+    """Claimed perturbations are checked: touching a published cell, breaking a relation, going
+    below 0, wrong lengths or NaN are rejected; a valid rectangle is accepted."""
+    from sdc.audit import verify_certificates
+
+    t, v = table_3x3()
+    sup = m(t, [("a", "x"), ("a", "y"), ("b", "x"), ("b", "y")])
+    ax, ay, bx, by = (t.index(k) for k in [("a", "x"), ("a", "y"), ("b", "x"), ("b", "y")])
+    good = (np.array([ax, ay, bx, by]), np.array([1.0, -1.0, -1.0, 1.0]))
+    published = (np.array([ax, ay, bx, by, t.index(("c", "z"))]), np.array([1.0, -1, -1, 1, 0.5]))
+    broken = (np.array([ax, ay, bx]), np.array([1.0, -1.0, -1.0]))
+    negative = (np.array([ax, ay, bx, by]), np.array([-2.0, 2.0, 2.0, -2.0]))   # a,x = 1 - 2 < 0
+    lengths = (np.array([ax, ay]), np.array([1.0]))
+    nan = (np.array([ax, ay, bx, by]), np.array([np.nan, -1.0, -1.0, 1.0]))
+    outside = (np.array([ax, t.n_cells]), np.array([1.0, -1.0]))
+    Y, ok = verify_certificates(t.constraints(), v, sup,
+                                [good, published, broken, negative, lengths, nan, outside])
+    assert ok.tolist() == [True, False, False, False, False, False, False]
+    assert Y.shape == (7, t.n_cells)
+
+
+def test_forged_certificates_do_not_hide_a_bad_pattern():
+    """A lone suppressed cell is exactly determined; a certificate that just moves it (not
+    additive) or moves published cells along with it must not make the audit pass."""
+    t, v = table_3x3()
+    prim = m(t, [("a", "x")])
+    ax, ay = t.index(("a", "x")), t.index(("a", "y"))
+    L = U = np.where(prim, 1.0, 0)
+    forged = [(np.array([ax]), np.array([1.0])), (np.array([ax]), np.array([-1.0])),
+              (np.array([ax, ay]), np.array([1.0, -1.0]))]
+    for mode in ("exact", "protection"):
+        a = audit(t, v, prim, prim, n_units=v + 5, lower=L, upper=U, intervals=mode, certificates=forged)
+        assert not a.protected
+        assert a.certificates == 3 and a.certificates_rejected == 3
+        assert a.cells[0].reason == "exactly determined"
+
+
+def test_certificates_prove_without_lps_and_respect_singletons():
+    t, v = table_3x3()
+    prim = m(t, [("a", "x")])
+    sup = m(t, [("a", "x"), ("a", "y"), ("b", "x"), ("b", "y")])
+    cells = np.array([t.index(k) for k in [("a", "x"), ("a", "y"), ("b", "x"), ("b", "y")]])
+    L = U = np.where(prim, 1.0, 0)
+    certs = [(cells, np.array([1.0, -1, -1, 1])), (cells, np.array([-1.0, 1, 1, -1]))]
+    a = audit(t, v, sup, prim, n_units=v + 5, lower=L, upper=U, intervals="protection", certificates=certs)
+    assert a.protected and a.proved_by_certificate == 1 and a.n_local_lp == 0
+    assert a.to_json()["proved_by_certificate"] == 1
+    # inner bounds from the certificates: a,y moved to 4 and 6
+    lo, hi = a.interval(t.index(("a", "y")))
+    assert lo <= 4 and hi >= 6
+    # b,y is a singleton: its unit knows b,y = 8, the certificates move it, so they prove nothing
+    # against that attacker; the LP then finds the rectangle is undone (a,x determined)
+    nu = v + 5
+    nu[t.index(("b", "y"))] = 1
+    a = audit(t, v, sup, prim, n_units=nu, lower=L, upper=U, intervals="protection", certificates=certs)
+    assert a.proved_by_certificate == 0
+    assert not a.protected and a.cells[0].attacker == t.index(("b", "y"))
+
+
+def test_certificates_show_a_union_can_move():
+    t, v = table_3x3()
+    prim = m(t, [("a", "x"), ("a", "y")])
+    sup = m(t, [("a", "x"), ("a", "y"), ("b", "x"), ("b", "y")])
+    cells = np.array([t.index(k) for k in [("a", "x"), ("a", "y"), ("b", "x"), ("b", "y")]])
+    L = U = np.where(prim, 1.0, 0)
+    union = lambda idx: True  # noqa: E731  every union unsafe
+    # the row a (a,x + a,y) is fixed by the published margin: a failure whatever the certificates
+    certs = [(cells, np.array([1.0, -1, -1, 1])), (cells, np.array([-1.0, 1, 1, -1]))]
+    a = audit(t, v, sup, prim, n_units=v + 5, lower=L, upper=U, intervals="protection",
+              certificates=certs, union_is_unsafe=union)
+    assert not a.protected and len(a.union_failures) >= 1
+    # the column x pair (a,x, b,x) also has a known sum; nothing moves it either
+    assert {tuple(sorted(f["cells"])) for f in a.union_failures} >= {
+        tuple(sorted((t.index(("a", "x")), t.index(("a", "y")))))}
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10**6), three=st.booleans())
+def test_property_certificates_never_change_the_verdict(seed, three):
+    """With the suppression's certificates (protection mode) the verdict equals the exact audit's
+    without them, also for deliberately weakened patterns (a random secondary cell dropped)."""
+    from sdc.suppress import suppress
+
+    rng = np.random.default_rng(seed)
+    shape = (int(rng.integers(3, 6)), int(rng.integers(2, 5))) + ((int(rng.integers(2, 4)),) if three else ())
+    t = TableStructure([Dimension.flat(f"d{j}", [f"l{i}" for i in range(n)]) for j, n in enumerate(shape)])
+    z = rng.poisson(rng.choice([0.7, 3, 12], t.model_matrix().shape[1])).astype(float)
+    v = t.aggregate(z)
+    prim = (v > 0) & (v < 4)
+    L = np.where(prim, np.minimum(v, 2), 0.0)
+    U = np.where(prim, 2.0, 0.0)
+    nu = v.copy()
+    r = suppress(t, v, prim, n_units=nu, lower=L, upper=U, method="hypercube")
+    sup = r.suppressed.copy()
+    sec = np.flatnonzero(r.secondary)
+    if sec.size and rng.random() < 0.7:
+        sup[rng.choice(sec)] = False
+    cert = audit(t, v, sup, prim, n_units=nu, lower=L, upper=U, intervals="protection",
+                 certificates=r.certificates)
+    exact = audit(t, v, sup, prim, n_units=nu, lower=L, upper=U, intervals="exact")
+    assert cert.protected == exact.protected
+    assert cert.unprotected == exact.unprotected
+
