@@ -271,14 +271,7 @@ def compute_evidence(
         if additive:
             _check_inner(inner.select(levels), dims)
             order = inner.select(levels)
-            rel = pc.from_arrow(inner.drop("__dup").to_arrow())
-            margin_sql = (
-                f"SELECT {cast_sql}, {gid_sql}, sum(n)::BIGINT AS n, sum(total) AS total, "
-                f"list_slice(list_sort(flatten(list(top)), 'DESC'), 1, {k}) AS top, "
-                "sum(n_neg)::BIGINT AS n_neg, sum(n_miss)::BIGINT AS n_miss, min(vmin) AS vmin, max(vmax) AS vmax "
-                f"FROM __sdc_inner GROUP BY {_gs_sql(sets)}"
-            )
-            res = run(rel, "__sdc_inner", margin_sql)
+            res = inner.drop("__dup").with_columns(pl.lit(0).alias("__gid"))
             path = "inner-cells"
     if quantile is not None or not additive:
         # ---- general path: margins straight from the source, per unit
@@ -303,6 +296,7 @@ def compute_evidence(
     structure, code_frames = _build_structure(order, dims, pc)
     n_cells = structure.n_cells
     idx = _cell_index(res, dims, code_frames, structure, n_lv, levels)
+    inner_only = path == "inner-cells"
 
     n = np.zeros(n_cells, dtype=np.int64)
     total = np.zeros(n_cells, dtype=np.float64)
@@ -323,9 +317,17 @@ def compute_evidence(
             qv[idx] = res["q"].cast(pl.Float64).fill_null(np.nan).to_numpy()
         topcol = res["top"].cast(pl.List(pl.Float64))
         tops = res.select(
-            [topcol.list.get(i, null_on_oob=True).fill_null(0.0).alias(f"t{i}") for i in range(k)]
+            [topcol.list.get(i, null_on_oob=True).fill_null(-np.inf if inner_only else 0.0).alias(f"t{i}")
+             for i in range(k)]
         ).to_numpy()
         top[idx] = tops
+    if inner_only and res.height:
+        # margins and subtotals from the inner cells, along each dimension's tree
+        for a in (n, total, n_neg, n_miss):
+            _roll_up(structure, a, np.add)
+        _roll_up(structure, vmin, np.fmin)
+        _roll_up(structure, vmax, np.fmax)
+        _roll_up_top(structure, top, k, inner=idx)
     if not magnitude:
         total = n.astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -347,6 +349,57 @@ def compute_evidence(
         structure=structure, dims=dims, stat=stat, n_units=n, total=total, value=val, top=top,
         n_negative=n_neg, n_missing=n_miss, additive=additive, path=path,
     )
+
+
+def _levels_of(dim) -> list[tuple[np.ndarray, list[np.ndarray]]]:
+    """Per depth (deepest first): parent positions and, for each, its children's positions."""
+    pos = {c: i for i, c in enumerate(dim.codes)}
+    kids: dict[int, list[int]] = {}
+    for c, p in dim.parent.items():
+        kids.setdefault(pos[p], []).append(pos[c])
+    depth = {}
+    for c in dim.codes:
+        d, x = 0, c
+        while x in dim.parent:
+            x = dim.parent[x]
+            d += 1
+        depth[pos[c]] = d
+    out = []
+    for d in sorted({depth[p] for p in kids}, reverse=True):
+        ps = [p for p in kids if depth[p] == d]
+        out.append((np.array(ps, dtype=np.int64), [np.array(kids[p], dtype=np.int64) for p in ps]))
+    return out
+
+
+def _roll_up(structure, arr: np.ndarray, op) -> None:
+    """Fill every non-inner cell of the flat ``arr`` from the inner cells, in place: dimension by
+    dimension, each parent code = ``op`` over its children (deepest parents first).  ``op`` is a
+    ufunc (``np.add``, ``np.fmin``, ``np.fmax``); ``arr`` must hold its identity elsewhere
+    (0 for sums, NaN for fmin/fmax)."""
+    t = arr.reshape(structure.shape)
+    for d, dim in enumerate(structure.dimensions):
+        td = np.moveaxis(t, d, 0)
+        for parents, children in _levels_of(dim):
+            for p, ch in zip(parents, children):
+                td[p] = op.reduce(td[ch], axis=0)
+
+
+def _roll_up_top(structure, top: np.ndarray, k: int, inner: np.ndarray) -> None:
+    """Top-k contributions of every margin: the k largest of its children's top-k lists."""
+    n_cells = top.shape[0]
+    work = np.full((n_cells, k), -np.inf)
+    work[inner] = top[inner]      # inner lists padded with -inf where a cell has fewer than k units
+    t = work.reshape(*structure.shape, k)
+    for d, dim in enumerate(structure.dimensions):
+        td = np.moveaxis(t, d, 0)
+        for parents, children in _levels_of(dim):
+            for p, ch in zip(parents, children):
+                cand = np.moveaxis(td[ch], 0, -2).reshape(*td.shape[1:-1], ch.size * k)
+                if cand.shape[-1] > k:
+                    cand = np.partition(cand, cand.shape[-1] - k, axis=-1)[..., -k:]
+                td[p] = -np.sort(-cand, axis=-1)
+    out = np.where(np.isfinite(work), work, 0.0)
+    top[:] = out
 
 
 def _cast_labels(raw: pl.DataFrame, levels: list[str], con: duckdb.DuckDBPyConnection) -> pl.DataFrame:

@@ -64,6 +64,39 @@ def test_evidence_matches_oracle_on_parquet(tmp_path, unit):
     assert ev.n_units[0] == (df["pid"].n_unique() if unit else df.height)
 
 
+@pytest.mark.parametrize("unit", [None, "pid"])
+def test_margins_from_inner_cells_match_oracle_with_negatives(tmp_path, unit):
+    """Margins are rolled up from the inner cells in numpy: top-k over children (negatives and
+    cells with fewer than k units included), counts, sums, negatives, min and max."""
+    rng = np.random.default_rng(7)
+    df = make_rows(seed=3, n=300, units=90)
+    inc = df["inc"].to_numpy().copy()
+    inc[rng.random(inc.size) < 0.3] *= -1
+    df = df.with_columns(pl.Series("inc", inc), pl.Series("age", np.where(df["pid"].to_numpy() % 3 == 0, "o", "y")))
+    path = tmp_path / "neg.parquet"
+    df.write_parquet(path)
+    dims = DIMS + [DimSpec("age", ("age",))]
+    ev = compute_evidence(resolve_source(str(path)), dims, value="inc", stat="sum", unit=unit, top_k=4)
+    assert ev.path == "inner-cells"
+    want = oracle(df, ev, unit, 4)
+    for i, (n, total, top) in want.items():
+        assert ev.n_units[i] == n, ev.key_dicts()[i]
+        assert ev.total[i] == pytest.approx(total)
+        np.testing.assert_allclose(ev.top[i], top, err_msg=str(ev.key_dicts()[i]))
+    for stat, fn in (("min", np.min), ("max", np.max)):
+        e2 = compute_evidence(resolve_source(str(path)), dims, value="inc", stat=stat, unit=None)
+        for i, key in enumerate(e2.key_dicts()):
+            sub = df
+            for col, lab in key.items():
+                if lab != TOTAL:
+                    sub = sub.filter(pl.col(col) == lab)
+            if sub.height:
+                assert e2.value[i] == pytest.approx(fn(sub["inc"].to_numpy())), key
+            else:
+                assert np.isnan(e2.value[i])
+            assert e2.n_negative[i] == int((sub["inc"] < 0).sum())
+
+
 def test_rows_are_summed_per_unit_first(tmp_path):
     # unit 1 has three rows of 5 in one cell: one unit of 15, not three of 5
     df = pl.DataFrame({"g": ["a"] * 4, "pid": [1, 1, 1, 2], "v": [5.0, 5.0, 5.0, 1.0]})
