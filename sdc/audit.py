@@ -196,6 +196,7 @@ class CellAudit:
     required_lo: float = math.nan  # v - min(L, v)
     required_hi: float = math.nan  # v + U
     attacker: int | None = None    # singleton cell whose unit breaks the protection, if any
+    suspect: int | None = None     # not proven: a singleton cell no proof found leaves unchanged
     coalition_protected: bool | None = None
     exact: bool = True             # False: [lo, hi] is an inner bound (the true interval is wider)
 
@@ -675,6 +676,9 @@ def audit(
         prim_k_mask = prim[idx]
         cert_up = np.zeros(k, bool)
         cert_dn = np.zeros(k, bool)
+        single_up = np.zeros(k, bool)      # proved against each single attacker (not the coalition)
+        single_dn = np.zeros(k, bool)
+        suspect: dict[int, int] = {}       # a singleton no certificate of the primary avoids
         if Ycert is not None and Ycert.shape[0]:
             C_ = Ycert.tocoo()
             r_, c_, y_ = C_.row, C_.col, C_.data
@@ -698,6 +702,33 @@ def audit(
             np.logical_or.at(cert_dn, pk_[dn], True)
             cert_up |= cert_dn & both0[idx]
             cert_dn |= cert_up & both0[idx]
+            # certificates that also change other singleton cells: each holds against every
+            # attacker it leaves unchanged, so together they prove the primary against each single
+            # attacker when no singleton is changed by all of them (their intersection is empty)
+            others = prim[c_] & ~own
+            if others.any():
+                smask = (unk & (nu == 1)) if singletons else np.zeros(n, bool)
+                S = (Ycert @ sp.diags(smask.astype(float))).tocsr()
+                S.eliminate_zeros()
+                reach_up = np.where(z, big, v[c_] + y_ >= req_hi[c_] - tc)
+                reach_dn = np.where(z, big, v[c_] + y_ <= req_lo[c_] + tc)
+                for flag, reach, single_ok in ((cert_up, reach_up, single_up), (cert_dn, reach_dn, single_dn)):
+                    sel = others & ~flag[pk_] & reach
+                    by_p: dict[int, list[int]] = {}
+                    for r0, p0 in zip(r_[sel].tolist(), pk_[sel].tolist()):
+                        by_p.setdefault(p0, []).append(r0)
+                    for p0, rs in by_p.items():
+                        me = int(idx[p0])
+                        inter = None
+                        for r0 in rs:
+                            moved = set(S.indices[S.indptr[r0]:S.indptr[r0 + 1]].tolist()) - {me}
+                            inter = moved if inter is None else inter & moved
+                            if not inter:
+                                break
+                        if not inter:
+                            single_ok[p0] = True
+                        else:
+                            suspect[p0] = min(inter)
 
         def certify(eng, pl, pk, i, C, need_up, need_dn, coal_ok, lo_t=None):
             """Local LPs for primary i: (ok_up, ok_dn); record the feasible tables found."""
@@ -845,6 +876,12 @@ def audit(
                 c.protected = c.coalition_protected = True
                 n_by_cert += 1
                 continue
+            s_up, s_dn = cert_up[pk] or single_up[pk], cert_dn[pk] or single_dn[pk]
+            if (s_up and s_dn) or (both0[i] and (s_up or s_dn)):
+                c.protected = True
+                c.coalition_protected = None     # not checked: each single attacker is
+                n_by_cert += 1
+                continue
             if (ok_up and ok_dn) or (both0[i] and (ok_up or ok_dn)):
                 c.protected = c.coalition_protected = True
                 continue
@@ -867,6 +904,7 @@ def audit(
                     # other way round); the suppression then adds a local proof
                     c.protected = False
                     c.reason = "not proven by local LPs (component too large for the exact check)"
+                    c.suspect = suspect.get(int(pk))
 
         for j, i in enumerate(idx):
             i = int(i)

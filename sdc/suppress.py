@@ -360,7 +360,7 @@ def _best_hypercube(ctx: _Ctx, ip: int, d_up: float, d_dn: float, ceff: np.ndarr
     return res or None
 
 
-def _protect_hypercube(ctx: _Ctx, ip: int, stricts=(True, False)) -> bool:
+def _protect_hypercube(ctx: _Ctx, ip: int, stricts=(True, False), extra_forbid=None) -> bool:
     """Suppress a hypercube (or one per direction) protecting primary ip; False if none found.
 
     Compares one hypercube valid for both directions with two separate ones (up, then down with
@@ -368,10 +368,15 @@ def _protect_hypercube(ctx: _Ctx, ip: int, stricts=(True, False)) -> bool:
     certificates for the audit (``ctx.certs``).
     """
     d_up, d_dn = float(ctx.d_up[ip]), float(ctx.d_dn[ip])
+
+    def forbidden(strict):
+        f = ctx.forbidden(strict, [ip])
+        return f if extra_forbid is None else f | extra_forbid
+
     if ctx.both0[ip]:
         # only "not exactly determined": one move of `tiny` in either direction is enough
         for strict in stricts:
-            forb = ctx.forbidden(strict, [ip])
+            forb = forbidden(strict)
             ceff = ctx.ceff()
             opts = []
             up = _best_hypercube(ctx, ip, ctx.tiny, 0.0, ceff, forb)
@@ -387,7 +392,7 @@ def _protect_hypercube(ctx: _Ctx, ip: int, stricts=(True, False)) -> bool:
                 return True
         return False
     for strict in stricts:
-        forb = ctx.forbidden(strict, [ip])
+        forb = forbidden(strict)
         ceff = ctx.ceff()
         both = _best_hypercube(ctx, ip, d_up, d_dn, ceff, forb)
         sep = None
@@ -412,6 +417,31 @@ def _protect_hypercube(ctx: _Ctx, ip: int, stricts=(True, False)) -> bool:
             ctx.take(dn[0], -d_dn * dn[3])
             return True
     return False
+
+
+def _moved_singletons(ctx: _Ctx, ip: int, since: int) -> np.ndarray:
+    """Singleton cells (other than ip) changed by the certificates added since index ``since``."""
+    if since >= len(ctx.certs):
+        return np.zeros(0, dtype=np.int64)
+    cells = np.unique(np.concatenate([c for c, _ in ctx.certs[since:]]))
+    return cells[ctx.single[cells] & (cells != ip)]
+
+
+def _complement(ctx: _Ctx, ip: int, since: int, max_steps: int = 3) -> None:
+    """A perturbation for ip that had to change singleton cells S proves nothing against S's
+    units; add one that leaves all of S unchanged (it may change others, T: then every single
+    attacker leaves one of the two feasible, since S and T are disjoint).  Repeated while the new
+    one needed singletons that the old ones did not avoid."""
+    avoid = np.zeros(ctx.n, bool)
+    for _ in range(max_steps):
+        S = _moved_singletons(ctx, ip, since)
+        if S.size == 0 or avoid[S].all():
+            return
+        avoid[S] = True
+        since = len(ctx.certs)
+        if not _protect_hypercube(ctx, ip, (False,), extra_forbid=avoid):
+            if not _protect_primary_lp(ctx, ip, extra_forbid=avoid, stricts=(False,)):
+                return
 
 
 def _primary_order(ctx: _Ctx, prim_idx: np.ndarray) -> np.ndarray:
@@ -805,8 +835,10 @@ def suppress(
             fallbacks += 1
             if _protect_primary_lp(ctx, ip, stricts=(True,)):
                 continue
+            since = len(ctx.certs)
             if not _protect_hypercube(ctx, ip, (False,)):
                 _protect_primary_lp(ctx, ip, stricts=(False,))
+            _complement(ctx, ip, since)
     elif method == "lp":
         for ip in _primary_order(ctx, prim_idx):
             if not _protect_primary_lp(ctx, int(ip)):
@@ -834,15 +866,19 @@ def suppress(
             if res_audit.protected:
                 break
             t = time.perf_counter()
-            before = int(ctx.sup.sum())
+            before = (int(ctx.sup.sum()), len(ctx.certs))
             for c in res_audit.cells:
                 if not c.primary or c.protected:
                     continue
                 extra = None
-                if c.attacker is not None:
+                who = c.attacker if c.attacker is not None else getattr(c, "suspect", None)
+                if who is not None:
                     extra = np.zeros(n, bool)
-                    extra[c.attacker] = True
+                    extra[who] = True
+                since = len(ctx.certs)
                 _protect_primary_lp(ctx, c.index, extra)
+                if res_audit.intervals == "protection":
+                    _complement(ctx, c.index, since)
                 repairs += 1
             for f in res_audit.union_failures:
                 Q = np.asarray(f["cells"], dtype=np.int64)
@@ -852,7 +888,7 @@ def suppress(
                 repairs += 1
             _union_pass(ctx, union_is_unsafe)
             timings["repair"] += time.perf_counter() - t
-            if int(ctx.sup.sum()) == before:
+            if (int(ctx.sup.sum()), len(ctx.certs)) == before:
                 break  # nothing more we can do
     sec = ctx.sup & ~prim
     return SuppressionResult(

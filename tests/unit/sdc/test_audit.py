@@ -261,3 +261,34 @@ def test_property_certificates_never_change_the_verdict(seed, three):
     assert cert.protected == exact.protected
     assert cert.unprotected == exact.unprotected
 
+
+
+def test_certificates_each_avoiding_one_singleton_prove_against_single_attackers():
+    """Two rectangles through a,x: one changes singleton b,y, the other singleton c,z.  Each
+    single attacker leaves one of them feasible, so a,x is protected against each (the coalition
+    of both is not checked by certificates)."""
+    t, v = table_3x3()
+    prim = m(t, [("a", "x")])
+    r1 = np.array([t.index(k) for k in [("a", "x"), ("a", "y"), ("b", "x"), ("b", "y")]])
+    r2 = np.array([t.index(k) for k in [("a", "x"), ("a", "z"), ("c", "x"), ("c", "z")]])
+    sup = np.zeros(t.n_cells, bool)
+    sup[np.concatenate([r1, r2])] = True
+    nu = v + 5
+    nu[t.index(("b", "y"))] = 1
+    nu[t.index(("c", "z"))] = 1
+    L = U = np.where(prim, 1.0, 0)
+    sg = np.array([1.0, -1, -1, 1])
+    certs = [(r1, sg), (r1, -sg), (r2, sg), (r2, -sg)]
+    a = audit(t, v, sup, prim, n_units=nu, lower=L, upper=U, intervals="protection", certificates=certs)
+    assert a.protected and a.proved_by_certificate == 1 and a.n_local_lp == 0
+    cell = next(c for c in a.cells if c.index == t.index(("a", "x")))
+    assert cell.coalition_protected is None
+    # the exact audit agrees
+    assert audit(t, v, sup, prim, n_units=nu, lower=L, upper=U, intervals="exact").protected
+    # with only the first rectangle the unit of b,y undoes it: certificates prove nothing, the LP
+    # finds the attacker
+    sup1 = np.zeros(t.n_cells, bool)
+    sup1[r1] = True
+    a = audit(t, v, sup1, prim, n_units=nu, lower=L, upper=U, intervals="protection",
+              certificates=certs[:2])
+    assert not a.protected and a.cells[0].attacker == t.index(("b", "y"))
