@@ -148,7 +148,7 @@ class _HighsLP:
         ub[np.isinf(ub)] = self.inf
         self.h.changeColsBounds(cols.size, cols, lb, ub)
 
-    def solve(self, cols: np.ndarray, coefs: np.ndarray):
+    def solve(self, cols: np.ndarray, coefs: np.ndarray, retried: bool = False):
         self.n_solves += 1
         h = self.h
         if self._cost_cols.size:
@@ -168,6 +168,10 @@ class _HighsLP:
             return "unbounded", -math.inf, None
         if st in self._inf:
             return "infeasible", math.inf, None
+        if not retried:
+            # a hot start can end in a non-terminal status on degenerate models: solve afresh
+            h.clearSolver()
+            return self.solve(cols, coefs, retried=True)
         return "error", math.nan, None
 
 
@@ -710,25 +714,42 @@ def audit(
                 smask = (unk & (nu == 1)) if singletons else np.zeros(n, bool)
                 S = (Ycert @ sp.diags(smask.astype(float))).tocsr()
                 S.eliminate_zeros()
-                reach_up = np.where(z, big, v[c_] + y_ >= req_hi[c_] - tc)
-                reach_dn = np.where(z, big, v[c_] + y_ <= req_lo[c_] + tc)
-                for flag, reach, single_ok in ((cert_up, reach_up, single_up), (cert_dn, reach_dn, single_dn)):
-                    sel = others & ~flag[pk_] & reach
-                    by_p: dict[int, list[int]] = {}
-                    for r0, p0 in zip(r_[sel].tolist(), pk_[sel].tolist()):
-                        by_p.setdefault(p0, []).append(r0)
-                    for p0, rs in by_p.items():
-                        me = int(idx[p0])
-                        inter = None
-                        for r0 in rs:
-                            moved = set(S.indices[S.indptr[r0]:S.indptr[r0 + 1]].tolist()) - {me}
-                            inter = moved if inter is None else inter & moved
-                            if not inter:
-                                break
-                        if not inter:
-                            single_ok[p0] = True
-                        else:
+                Yc = Ycert.tocsc()
+                todo = np.unique(c_[others & ~(cert_up[pk_] & cert_dn[pk_])])
+                for me in todo.tolist():
+                    p0 = int(pos[me])
+                    rows_p = Yc.indices[Yc.indptr[me]:Yc.indptr[me + 1]]
+                    x_p = v[me] + Yc.data[Yc.indptr[me]:Yc.indptr[me + 1]]
+                    t0_ = tol * max(1.0, abs(v[me]))
+                    moved = []
+                    for r0 in rows_p.tolist():
+                        mv = S.indices[S.indptr[r0]:S.indptr[r0 + 1]]
+                        mv = mv[mv != me]
+                        if nu[me] <= 1 and mv.size:     # the primary's own unit is no attacker
+                            mv = mv[~shares_unit(me, mv)]
+                        moved.append(set(mv.tolist()))
+                    if both0[me]:
+                        far = np.abs(x_p - v[me]) >= (1 - 1e-9 if integer else t0_ + 1e-300)
+                        reach = {"up": far, "dn": far}
+                    else:
+                        reach = {"up": x_p >= req_hi[me] - t0_, "dn": x_p <= req_lo[me] + t0_}
+                    for d_, flag, ok_arr in (("up", cert_up, single_up), ("dn", cert_dn, single_dn)):
+                        if flag[p0]:
+                            continue
+                        R = np.flatnonzero(reach[d_])
+                        if R.size == 0:
+                            continue
+                        inter = set.intersection(*(moved[j] for j in R))
+                        if inter and d_ == "dn" and not both0[me]:
+                            # a unit inside the primary knows its share: against it the downward
+                            # requirement is lower (lo_req_for), any certificate leaving it reaches
+                            inter = {s_ for s_ in inter if not any(
+                                s_ not in moved[j] and x_p[j] <= lo_req_for(me, s_) + t0_
+                                for j in range(len(moved)))}
+                        if inter:
                             suspect[p0] = min(inter)
+                        else:
+                            ok_arr[p0] = True
 
         def certify(eng, pl, pk, i, C, need_up, need_dn, coal_ok, lo_t=None):
             """Local LPs for primary i: (ok_up, ok_dn); record the feasible tables found."""
