@@ -17,7 +17,9 @@ Order of work (no Python loop over rows: every step is a polars expression):
 
 from __future__ import annotations
 
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -225,15 +227,19 @@ def fingerprint(spec: Spec, source_sha: str, kid: str, objections_digest: str) -
 
 QI_KIND = "qi"
 QI_ROLES = {"birth_date", "sex", "postcode"}
-SLICE_ROWS = 2_000_000  # rows computed and written per part file (bounds memory, drives progress)
+SLICE_ROWS = 1_000_000  # rows computed and written per part file (bounds memory, drives progress)
+WORKERS = 2  # slices computed and written at the same time (each slice uses all cores too)
 EXACT_UNITS_UP_TO = 5_000_000  # above this many records the unit count is a HyperLogLog estimate
 
 
 def add(source: str | Path, spec: str | Path | Spec, store: str | Path | Store,
         key_file: str | Path | None = None, objections: str | Path | None = None,
         reporter: Reporter | None = None, compression: str = "lz4",
-        slice_rows: int = SLICE_ROWS) -> AddResult:
-    """Ingest ``source`` as a new version of the spec's dataset (or find the identical one)."""
+        slice_rows: int = SLICE_ROWS, workers: int = WORKERS) -> AddResult:
+    """Ingest ``source`` as a new version of the spec's dataset (or find the identical one).
+
+    ``workers`` slices are computed and written at the same time (1: one after the other; the
+    result is the same, byte for byte)."""
     t0 = time.perf_counter()
     rep = reporter or Reporter()
     spec = spec if isinstance(spec, Spec) else load_spec(spec)
@@ -244,7 +250,11 @@ def add(source: str | Path, spec: str | Path | Spec, store: str | Path | Store,
     source = Path(source)
     store.ensure()
 
-    with store.staging(spec.dataset + "-work") as work, store.staging(spec.dataset) as stage:
+    with store.staging(spec.dataset + "-work") as work, store.staging(spec.dataset) as stage, \
+            ThreadPoolExecutor(max_workers=1) as hasher:
+        # The source's hash (for idempotence) is computed while the source is opened and the
+        # plan is made; it is needed before anything is written.
+        source_sha = hasher.submit(file_sha256, source) if source.is_file() else None
         src = open_source(source, spec, work)
         _check_columns(src, spec)
         unnamed = [c for c in src.columns if c not in {col.source for col in spec.columns}]
@@ -269,7 +279,7 @@ def add(source: str | Path, spec: str | Path | Spec, store: str | Path | Store,
                        else pl.Series("pseudonym", [], pl.String))
 
         with rep.stage("fingerprinting the source"):
-            source_sha = file_sha256(source)
+            source_sha = source_sha.result()
         fp = fingerprint(spec, source_sha, kid, obj.digest(objectors) + obj.digest(qi_register))
         existing = store.find_fingerprint(spec.dataset, fp)
         if existing:
@@ -299,7 +309,8 @@ def add(source: str | Path, spec: str | Path | Spec, store: str | Path | Store,
         }
         with store.claim_version(spec.dataset) as (version, target):
             static = dataset_record(spec, version, vars_, provenance, deidentification=deid)
-            acc = _run(src, spec, plan, objectors, qi_register, stage, compression, static, slice_rows, rep)
+            acc = _run(src, spec, plan, objectors, qi_register, stage, compression, static, slice_rows, rep,
+                       workers)
             rows_out = acc.records
             stats: dict[str, Any] = {"number_of_records": rows_out, "link_status": acc.status(spec)}
             if spec.unit_id:
@@ -364,6 +375,7 @@ def _plan(spec: Spec, schema, master: str) -> Plan:
     """Steps: typed values -> postcode flags -> one 'bad' flag per check -> invalid values to null
     (where asked) -> normalised identifiers -> validity and pseudonyms. Each step reads the
     previous steps' columns, so nothing is computed twice."""
+    first: list[pl.Expr] = []  # postcodes already in their normal form (most are)
     texts: list[pl.Expr] = []  # text columns stripped once, read by the parsing and the checks
     values: list[pl.Expr] = []
     pc_flags: list[pl.Expr] = []
@@ -375,19 +387,35 @@ def _plan(spec: Spec, schema, master: str) -> Plan:
             continue
         name = tmp[c.source] = f"__v_{len(tmp)}"
         dtype = schema[c.source]
-        text = None
-        if c.type is not None and (dtype == pl.String or dtype == pl.Categorical):
-            texts.append(_text(pl.col(c.source)).alias(f"__s_{name}"))
-            text = pl.col(f"__s_{name}")
-        v, parse_bad = _parse(c, dtype, spec.decimal_comma, text)
-        if c.to == "pc4" or c.link == "postcode":
-            v = normalise_postcode_expr(v)
-            pc_flags.append(pl.col(name).str.contains(POSTCODE6).fill_null(False).alias(f"__pc_{name}"))
+        is_text = dtype == pl.String or dtype == pl.Categorical
+        postcode = c.to == "pc4" or c.link == "postcode"
+        if postcode and is_text and c.type in (None, "str"):
+            # A value that already is a 6-character postcode is its own stripped, upper-cased,
+            # space-free form: only the other values are normalised (and checked again).
+            raw = pl.col(c.source).cast(pl.String)
+            first.append(raw.str.contains(POSTCODE6).fill_null(False).alias(f"__pcf_{name}"))
+            fast = pl.col(f"__pcf_{name}")
+            rest = pl.when(~fast).then(raw)
+            v = pl.when(fast).then(raw).otherwise(
+                normalise_postcode_expr(_text(rest) if c.type == "str" else rest, sparse=True))
+            pc_flags.append((fast | pl.when(~fast).then(pl.col(name)).str.contains(POSTCODE6)).fill_null(False)
+                            .alias(f"__pc_{name}"))
             pc_ok[c.source] = pl.col(f"__pc_{name}")
+            parse_bad = None
+        else:
+            text = None
+            if c.type is not None and is_text:
+                texts.append(_text(pl.col(c.source)).alias(f"__s_{name}"))
+                text = pl.col(f"__s_{name}")
+            v, parse_bad = _parse(c, dtype, spec.decimal_comma, text)
+            if postcode:
+                v = normalise_postcode_expr(v)
+                pc_flags.append(pl.col(name).str.contains(POSTCODE6).fill_null(False).alias(f"__pc_{name}"))
+                pc_ok[c.source] = pl.col(f"__pc_{name}")
         values.append(v.alias(name))
         if c.action in ("keep", "generalise") or c.link:
             checks += column_checks(c, pl.col(name), parse_bad, pc_ok.get(c.source))
-    steps = [texts, values] if texts else [values]
+    steps = [step for step in (first, texts, values) if step]
     if pc_flags:
         steps.append(pc_flags)
     if checks:
@@ -470,9 +498,47 @@ def _plan(spec: Spec, schema, master: str) -> Plan:
                 needed, keep)
 
 
+class _FirstFailure:
+    """The lowest slice number that failed, shared by the workers."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._k: int | None = None
+
+    def at(self, k: int) -> None:
+        with self._lock:
+            self._k = k if self._k is None else min(self._k, k)
+
+    def before(self, k: int) -> bool:
+        """Whether a slice before ``k`` failed."""
+        return self._k is not None and self._k < k
+
+    def any(self) -> bool:
+        return self._k is not None
+
+
+@dataclass
+class _Part:
+    """What one slice gave: its counts, or its first failing value (then nothing was written)."""
+
+    k: int
+    offset: int
+    rows: int = 0
+    records: int = 0
+    bad: list[int] = field(default_factory=list)  # failing values per check
+    error: tuple[int, int, int] | None = None  # (row in the slice, check, failing rows) of an 'error' check
+    valid: dict[str, int] = field(default_factory=dict)
+    missing: dict[str, int] = field(default_factory=dict)
+    unit_keys: pl.Series | None = None
+    tmin: Any = None
+    tmax: Any = None
+    removed_qi: int = 0
+    objector_qi: pl.Series | None = None
+
+
 @dataclass
 class _Acc:
-    """Running totals over the slices."""
+    """Running totals over the slices (added in the order of the slices)."""
 
     checks: list[Check]
     rows: int = 0
@@ -485,6 +551,24 @@ class _Acc:
     tmax: Any = None
     removed_qi: int = 0
     objector_qi: list[pl.Series] = field(default_factory=list)
+
+    def add(self, part: _Part) -> None:
+        self.rows += part.rows
+        self.records += part.records
+        for i, n in enumerate(part.bad):
+            self.bad[i] = self.bad.get(i, 0) + n
+        for name, n in part.valid.items():
+            self.valid[name] = self.valid.get(name, 0) + n
+        for name, n in part.missing.items():
+            self.missing[name] = self.missing.get(name, 0) + n
+        if part.unit_keys is not None:
+            self.unit_keys.append(part.unit_keys)
+        if part.tmin is not None:
+            self.tmin = part.tmin if self.tmin is None else min(self.tmin, part.tmin)
+            self.tmax = part.tmax if self.tmax is None else max(self.tmax, part.tmax)
+        self.removed_qi += part.removed_qi
+        if part.objector_qi is not None:
+            self.objector_qi.append(part.objector_qi)
 
     def status(self, spec: Spec) -> dict[str, dict[str, int]]:
         out = {}
@@ -513,14 +597,15 @@ class _Acc:
 
 
 def _run(src: Source, spec: Spec, plan: Plan, objectors: pl.Series, qi_register: pl.Series, stage: Path,
-         compression: str, md: dict[str, Any], slice_rows: int, rep: Reporter) -> _Acc:
-    """Compute and write the dataset slice by slice; stop at the first slice with a bad value.
+         compression: str, md: dict[str, Any], slice_rows: int, rep: Reporter, workers: int = WORKERS) -> _Acc:
+    """Compute, check and write the dataset slice by slice; stop at the first slice with a bad value.
 
-    Each slice is computed by polars' streaming engine (both cores) and written to its own part
-    file by a background thread while the next slice is computed.
+    Each slice is computed by polars' streaming engine (on all cores), checked, filtered and
+    written to its own part file by one of ``workers`` threads, so that one slice is written
+    while the next is computed (polars and pyarrow release the GIL). Results are taken in the
+    order of the slices: the first bad value reported is the first in the file, and once a
+    slice has failed no further slice is started (the staging folder is removed by the caller).
     """
-    from concurrent.futures import ThreadPoolExecutor
-
     lf = src.lf
     total = src.n_rows
     if src.format == "csv":  # a CSV cannot be sliced cheaply: read the needed columns once
@@ -534,35 +619,61 @@ def _run(src: Source, spec: Spec, plan: Plan, objectors: pl.Series, qi_register:
     qi_list = qi_register.implode() if plan.qi and qi_register.len() else None
     if plan.link_keys:
         (stage / "_linkage").mkdir()
-    pending = None
-    rows = f"{total:,} rows"
-    with ThreadPoolExecutor(max_workers=1) as pool, \
-            rep.stage(f"checking, pseudonymising, writing {rows}", total=total) as advance:
-        for k, off in enumerate(range(0, total, slice_rows)):
-            df = _collect(plan.compute(lf.slice(off, slice_rows), off), src)
-            n_in = df.height
-            _check_slice(df, plan, acc, off, src, lf)
-            acc.rows += df.height
-            if obj_list is not None and plan.unit_h:
-                objector = pl.col(plan.unit_h).is_in(obj_list).fill_null(False)  # no id: not an objector
-                if plan.qi and spec.spine:  # remember their quasi-identifiers, for sources without an id
-                    acc.objector_qi.append(df.filter(objector)[plan.qi].drop_nulls())
-                df = df.filter(~objector)
-            if qi_list is not None:
-                no_id = ~pl.col(plan.unit_ok) if plan.unit_ok else pl.lit(True)
-                n_before = df.height
-                df = df.filter(~(no_id & pl.col(plan.qi).is_in(qi_list).fill_null(False)))
-                acc.removed_qi += n_before - df.height
-            acc.records += df.height
-            _count_slice(df, plan, acc)
-            out = df.select(plan.out)
-            keys = df.select(plan.link_keys) if plan.link_keys else None
-            if pending is not None:
-                pending.result()
-            pending = pool.submit(_write_part, out, keys, stage, k, compression, md)
-            advance(n_in)
-        if pending is not None:
-            pending.result()
+    # The first slice that failed (a bad value or an exception): later slices are not started
+    # and nothing more is written; earlier ones are still checked, as their bad values come first.
+    failed = _FirstFailure()
+
+    def part(k: int, off: int) -> _Part | None:
+        if failed.before(k):
+            return None
+        try:
+            return compute_check_write(k, off)
+        except BaseException:
+            failed.at(k)
+            raise
+
+    def compute_check_write(k: int, off: int) -> _Part:
+        df = _collect(plan.compute(lf.slice(off, slice_rows), off), src)
+        p = _Part(k, off, rows=df.height)
+        _check_part(df, plan, p)
+        if p.error is not None:
+            failed.at(k)
+        if failed.any():  # this run fails: no need to write
+            return p
+        if obj_list is not None and plan.unit_h:
+            objector = pl.col(plan.unit_h).is_in(obj_list).fill_null(False)  # no id: not an objector
+            if plan.qi and spec.spine:  # remember their quasi-identifiers, for sources without an id
+                p.objector_qi = df.filter(objector)[plan.qi].drop_nulls()
+            df = df.filter(~objector)
+        if qi_list is not None:
+            no_id = ~pl.col(plan.unit_ok) if plan.unit_ok else pl.lit(True)
+            n_before = df.height
+            df = df.filter(~(no_id & pl.col(plan.qi).is_in(qi_list).fill_null(False)))
+            p.removed_qi = n_before - df.height
+        p.records = df.height
+        _count_part(df, plan, p)
+        _write_part(df.select(plan.out), df.select(plan.link_keys) if plan.link_keys else None,
+                    stage, k, compression, md)
+        return p
+
+    offsets = range(0, total, slice_rows)
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(offsets)))) as pool, \
+            rep.stage(f"checking, pseudonymising, writing {total:,} rows", total=total) as advance:
+        futures = [pool.submit(part, k, off) for k, off in enumerate(offsets)]
+        try:
+            for fut in futures:  # in the order of the slices
+                p = fut.result()  # an exception in the slice is raised here
+                if p is None:  # not reached: a slice is skipped only after an earlier one failed
+                    raise RuntimeError("a slice was skipped")
+                if p.error is not None:
+                    raise _slice_error(p, plan, src, lf)
+                acc.add(p)
+                advance(p.rows)
+        except BaseException:  # also Ctrl-C: start nothing more, wait for the running slices
+            failed.at(-1)
+            for fut in futures:
+                fut.cancel()
+            raise
     return acc
 
 
@@ -573,35 +684,34 @@ def _write_part(out: pl.DataFrame, keys: pl.DataFrame | None, stage: Path, k: in
         keys.write_parquet(stage / "_linkage" / f"keys-{k}.parquet", compression="zstd")
 
 
-def _check_slice(df: pl.DataFrame, plan: Plan, acc: _Acc, off: int, src: Source, lf: pl.LazyFrame) -> None:
-    """Add this slice's failures; raise for the first failing value of an 'error' check (its
-    value is read back from the source, ``lf``, which the slice was computed from)."""
+def _check_part(df: pl.DataFrame, plan: Plan, p: _Part) -> None:
+    """Count this slice's failing values per check and find its first failing 'error' value."""
     checks = plan.checks
     if checks:
-        counts = df.select([pl.col(f"__bad_{i}").sum() for i in range(len(checks))]).row(0)
-        first = None
-        for i, n in enumerate(counts):
-            acc.bad[i] = acc.bad.get(i, 0) + n
+        p.bad = list(df.select([pl.col(f"__bad_{i}").sum() for i in range(len(checks))]).row(0))
+        for i, n in enumerate(p.bad):
             if n and checks[i].on_invalid == "error":
                 r = int(df[f"__bad_{i}"].arg_max())
-                if first is None or r < first[0]:
-                    first = (r, i, n)
-        if first:
-            r, i, n = first
-            ch = checks[i]
-            value = lf.slice(off + r, 1).select(pl.col(ch.column).cast(pl.String)).collect().item()
-            more = f" ({n:,} rows in this part of the file have this problem)" if n > 1 else ""
-            row = off + r
-            raise IngestError(ch.message.replace("{value}", str(value)) + more, file=str(src.path),
-                              row=row + 1, line=row + 2 if src.format == "csv" else None, column=ch.column)
-    if plan.temporal:
-        lo, hi = df.select(pl.col(plan.temporal).min().alias("lo"), pl.col(plan.temporal).max().alias("hi")).row(0)
-        if lo is not None:
-            acc.tmin = lo if acc.tmin is None else min(acc.tmin, lo)
-            acc.tmax = hi if acc.tmax is None else max(acc.tmax, hi)
+                if p.error is None or r < p.error[0]:
+                    p.error = (r, i, n)
+    if plan.temporal and p.error is None:
+        p.tmin, p.tmax = df.select(pl.col(plan.temporal).min().alias("lo"),
+                                   pl.col(plan.temporal).max().alias("hi")).row(0)
 
 
-def _count_slice(df: pl.DataFrame, plan: Plan, acc: _Acc) -> None:
+def _slice_error(p: _Part, plan: Plan, src: Source, lf: pl.LazyFrame) -> IngestError:
+    """The error for a slice's first failing value (read back from the source, ``lf``, which the
+    slice was computed from)."""
+    r, i, n = p.error
+    ch = plan.checks[i]
+    row = p.offset + r
+    value = lf.slice(row, 1).select(pl.col(ch.column).cast(pl.String)).collect().item()
+    more = f" ({n:,} rows in this part of the file have this problem)" if n > 1 else ""
+    return IngestError(ch.message.replace("{value}", str(value)) + more, file=str(src.path),
+                       row=row + 1, line=row + 2 if src.format == "csv" else None, column=ch.column)
+
+
+def _count_part(df: pl.DataFrame, plan: Plan, p: _Part) -> None:
     if not plan.pseudonymised:
         return
     aggs = []
@@ -610,10 +720,10 @@ def _count_slice(df: pl.DataFrame, plan: Plan, acc: _Acc) -> None:
                  pl.col(f"__miss_{c.name}").sum().alias(f"m:{c.name}")]
     res = df.select(aggs).row(0, named=True)
     for c in plan.pseudonymised:
-        acc.valid[c.name] = acc.valid.get(c.name, 0) + res[f"v:{c.name}"]
-        acc.missing[c.name] = acc.missing.get(c.name, 0) + res[f"m:{c.name}"]
+        p.valid[c.name] = res[f"v:{c.name}"]
+        p.missing[c.name] = res[f"m:{c.name}"]
     if plan.unit_key is not None:
-        acc.unit_keys.append(df[plan.unit_key].drop_nulls())
+        p.unit_keys = df[plan.unit_key].drop_nulls()
 
 
 def _check_columns(src: Source, spec: Spec) -> None:
@@ -650,10 +760,8 @@ def _role_exprs(spec: Spec, tmp: dict[str, str]) -> dict[str, pl.Expr]:
     upper case without spaces."""
     out = {}
     for c in spec.link_columns:
-        v = pl.col(tmp[c.source])
-        if c.link == "postcode":
-            v = normalise_postcode_expr(v)
-        elif c.link == "sex":
+        v = pl.col(tmp[c.source])  # a postcode is normalised already (see _plan)
+        if c.link == "sex":
             v = v.cast(pl.String)
             if c.value_labels:
                 v = v.replace_strict(c.value_labels, default=None)

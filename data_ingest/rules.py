@@ -159,8 +159,33 @@ def pseudonym_expr(normalised: pl.Expr, key_hex: str, native: bool | None = None
 POSTCODE6 = r"^[1-9][0-9]{3}[A-Z]{2}$"
 
 
-def normalise_postcode_expr(expr: pl.Expr) -> pl.Expr:
+def normalise_postcode_expr(expr: pl.Expr, sparse: bool = False) -> pl.Expr:
+    """Upper case, spaces removed. ``sparse``: most values of ``expr`` are null (only those that
+    need it are given): the work is done on the present values only (polars' upper-casing and
+    replacing go over every row, null or not)."""
+    if sparse:
+        return expr.cast(pl.String).map_batches(_present_only(_normalise_postcode_series),
+                                                return_dtype=pl.String, is_elementwise=True)
     return expr.cast(pl.String).str.to_uppercase().str.replace_all(" ", "", literal=True)
+
+
+def _normalise_postcode_series(s: pl.Series) -> pl.Series:
+    return s.str.to_uppercase().str.replace_all(" ", "", literal=True)
+
+
+def _present_only(f):
+    """``f`` (Series -> Series of the same length, null stays null) applied to the non-null
+    values only; the nulls stay where they are."""
+    def apply(s: pl.Series) -> pl.Series:
+        present = s.is_not_null()
+        n = int(present.sum())
+        if n == 0:
+            return s
+        if n == s.len():
+            return f(s)
+        idx = present.arg_true()
+        return s.clone().scatter(idx, f(s.gather(idx)))
+    return apply
 
 
 def postcode_bad_expr(expr: pl.Expr) -> pl.Expr:

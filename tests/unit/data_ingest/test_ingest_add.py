@@ -268,7 +268,7 @@ def test_interrupted_run_leaves_nothing(env, tmp_path, monkeypatch):
     monkeypatch.setattr(pipeline, "_write_part", failing)
     with pytest.raises(OSError):
         add(src, spec, store, key, slice_rows=3)
-    assert len(calls) == 2
+    assert len(calls) >= 2  # two slices are written at a time: the other one may have been written too
     assert Store(store).versions("people") == []
     assert not (store / "datasets" / "people" / "v1").exists()
     assert staging_empty(store)
