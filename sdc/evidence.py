@@ -234,6 +234,14 @@ def compute_evidence(
         except duckdb.Error as e:
             raise SourceError(f"the evidence query failed: {_first_line(e)}") from None
 
+    if unit:
+        nulls = run(src.relation, "__sdc_src",
+                    f"SELECT count(*) FILTER (WHERE {_q(unit)} IS NULL) AS n FROM __sdc_src")["n"][0]
+        if nulls:
+            raise SourceError(
+                f"the unit column {unit!r} is missing (NULL) in {nulls:,} rows: rules count units, and a row "
+                f"without one cannot be counted; leave them out (WHERE {unit} IS NOT NULL) or give them ids")
+
     # aggregates over a unit-level relation with columns __v (unit value) and __nm (missing rows)
     n_expr = "count(__v)" if magnitude else "count(*)"
     unit_aggs = (

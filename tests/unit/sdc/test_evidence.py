@@ -217,3 +217,15 @@ def test_source_errors(tmp_path):
     bad.write_text("not parquet")
     with pytest.raises(SourceError):
         compute_evidence(resolve_source(str(bad)), [DimSpec("g", ("g",))], value=None, stat="count", unit=None)
+
+
+def test_missing_unit_ids_are_refused_with_the_count(tmp_path):
+    """Rows without a unit id would silently merge into one 'unit': refused, naming how many."""
+    df = pl.DataFrame({"pid": [1, 2, None, 4, None], "g": ["a", "a", "b", "b", "b"], "v": [1.0, 2, 3, 4, 5]})
+    path = tmp_path / "nullunit.parquet"
+    df.write_parquet(path)
+    with pytest.raises(SourceError, match=r"unit column 'pid' is missing \(NULL\) in 2 rows"):
+        compute_evidence(resolve_source(str(path)), [DimSpec("g", ("g",))], value="v", stat="sum", unit="pid")
+    ok = compute_evidence(resolve_source(f"SELECT * FROM '{path}' WHERE pid IS NOT NULL"),
+                          [DimSpec("g", ("g",))], value="v", stat="sum", unit="pid")
+    assert ok.n_units[0] == 3
