@@ -276,12 +276,15 @@ class _Ctx:
 
 # ============================================================================ hypercube
 def _best_hypercube(ctx: _Ctx, ip: int, d_up: float, d_dn: float, ceff: np.ndarray, forb: np.ndarray,
-                    restrict: dict | None = None, budget: int = 40000, need_both: bool = True):
+                    restrict: dict | None = None, budget: int = 40000, need_both: bool = True,
+                    raw: bool = False):
     """Cheapest valid hypercube perturbation through cell ip.
 
     Returns (support indices, cost, directions, signs) where directions is "both", "up" or "down"
     and ``signs`` (+1/-1 per support cell, +1 at ip) is the perturbation's shape: ``d_up * signs``
-    moves ip up by ``d_up``, ``-d_dn * signs`` down by ``d_dn``; or None.  ``restrict``: {dim: allowed partner code positions} (union repairs).
+    moves ip up by ``d_up``, ``-d_dn * signs`` down by ``d_dn``; or None.  ``restrict``: {dim:
+    allowed partner code positions} (union repairs).  ``raw``: return every evaluated hypercube
+    instead, as (cells, valid, signs, cost, up_bad, down_bad) arrays with one row per hypercube.
     """
     coords = ctx.coords(ip)
     v = ctx.v
@@ -344,6 +347,8 @@ def _best_hypercube(ctx: _Ctx, ip: int, d_up: float, d_dn: float, ceff: np.ndarr
     vv = ctx.v[idx]
     up_bad = (valid & (sign < 0) & (vv < d_up)).any(1) | bad
     dn_bad = (valid & (sign > 0) & (vv < d_dn)).any(1) | bad
+    if raw:
+        return idx, valid, sign, cost, up_bad, dn_bad
     ok_both = ~(up_bad | dn_bad)
     if ok_both.any():
         j = int(np.argmin(np.where(ok_both, cost, np.inf)))
@@ -394,28 +399,32 @@ def _protect_hypercube(ctx: _Ctx, ip: int, stricts=(True, False), extra_forbid=N
     for strict in stricts:
         forb = forbidden(strict)
         ceff = ctx.ceff()
-        both = _best_hypercube(ctx, ip, d_up, d_dn, ceff, forb)
-        sep = None
-        if d_up > 0 and d_dn > 0:
-            up = _best_hypercube(ctx, ip, d_up, 0.0, ceff, forb)
-            if up is not None:
-                c2 = ceff.copy()
-                c2[up[0]] = 0.0
-                dn = _best_hypercube(ctx, ip, 0.0, d_dn, c2, forb)
-                if dn is not None:
-                    sep = (up, dn, up[1] + dn[1])
-        if both is not None and (sep is None or both[1] <= sep[2] + 1e-12):
-            cells, _, _, sg = both
-            if d_up > 0:
-                ctx.take(cells, d_up * sg)
-            if d_dn > 0:
-                ctx.take(cells, -d_dn * sg)
-            return True
-        if sep is not None:
-            up, dn, _ = sep
-            ctx.take(up[0], d_up * up[3])
-            ctx.take(dn[0], -d_dn * dn[3])
-            return True
+        # one evaluation serves all options: one hypercube for both directions, or one up and one
+        # down (the down one priced with the up one's cells already suppressed)
+        ev = _best_hypercube(ctx, ip, d_up, d_dn, ceff, forb, raw=True)
+        if ev is None:
+            continue
+        idx, valid, sign, cost, up_bad, dn_bad = ev
+        ok_both = ~(up_bad | dn_bad)
+        best = None
+        if ok_both.any():
+            j = int(np.argmin(np.where(ok_both, cost, np.inf)))
+            best = (float(cost[j]), [(j, d_up), (j, -d_dn)])
+        if d_up > 0 and d_dn > 0 and (~up_bad).any() and (~dn_bad).any():
+            ju = int(np.argmin(np.where(~up_bad, cost, np.inf)))
+            c2 = ceff.copy()
+            c2[idx[ju][valid[ju]]] = 0.0
+            cost2 = np.where(valid, c2[idx], 0.0).sum(1)
+            jd = int(np.argmin(np.where(~dn_bad, cost2, np.inf)))
+            sep_cost = float(cost[ju] + cost2[jd])
+            if best is None or sep_cost < best[0] - 1e-12:
+                best = (sep_cost, [(ju, d_up), (jd, -d_dn)])
+        if best is None:
+            continue
+        for j, amount in best[1]:
+            if amount != 0:
+                ctx.take(idx[j][valid[j]], amount * sign[j][valid[j]].astype(float))
+        return True
     return False
 
 
