@@ -20,7 +20,7 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -250,10 +250,12 @@ def add(source: str | Path, spec: str | Path | Spec, store: str | Path | Store,
     source = Path(source)
     store.ensure()
 
-    with store.staging(spec.dataset + "-work") as work, store.staging(spec.dataset) as stage, \
-            ThreadPoolExecutor(max_workers=1) as hasher:
-        # The source's hash (for idempotence) is computed while the source is opened and the
-        # plan is made; it is needed before anything is written.
+    with ExitStack() as stack:
+        work = stack.enter_context(store.staging(spec.dataset + "-work"))
+        stage = stack.enter_context(store.staging(spec.dataset))
+        # The source's hash (for idempotence) is computed while the source is opened, the plan
+        # is made and the first slices are computed; it is needed before anything is written.
+        hasher = stack.enter_context(ThreadPoolExecutor(max_workers=1))
         source_sha = hasher.submit(file_sha256, source) if source.is_file() else None
         src = open_source(source, spec, work)
         _check_columns(src, spec)
@@ -278,6 +280,17 @@ def add(source: str | Path, spec: str | Path | Spec, store: str | Path | Store,
         qi_register = (obj.registered(store, QI_KIND) if has_qi and not spec.spine
                        else pl.Series("pseudonym", [], pl.String))
 
+        plan = _plan(spec, schema, master)
+        out_schema = dict(src.lf.head(0).pipe(plan.compute).select(plan.out).collect_schema())
+        vars_ = variables(spec, out_schema, src.labels, src.value_labels)
+        slices = _Slices(src, spec, plan, objectors, qi_register, stage, compression, slice_rows, workers, rep)
+        stack.callback(slices.close)  # on any way out: no slice left running
+        # The slices are computed while the source is hashed, unless this may be a re-run of an
+        # input that is in the store already (then the hash decides first, and it is quick).
+        source_bytes = source.stat().st_size
+        if not _maybe_reused(store, spec, kid, source_bytes):
+            slices.start()
+
         with rep.stage("fingerprinting the source"):
             source_sha = source_sha.result()
         fp = fingerprint(spec, source_sha, kid, obj.digest(objectors) + obj.digest(qi_register))
@@ -291,11 +304,9 @@ def add(source: str | Path, spec: str | Path | Spec, store: str | Path | Store,
                              status=md.get("link_status", {}), seconds=time.perf_counter() - t0,
                              dropped_unnamed=unnamed, path=store.version_dir(spec.dataset, existing))
 
-        plan = _plan(spec, schema, master)
-        out_schema = dict(src.lf.head(0).pipe(plan.compute).select(plan.out).collect_schema())
-        vars_ = variables(spec, out_schema, src.labels, src.value_labels)
         provenance = {
             "source_file": source.name, "source_format": src.format, "source_sha256": source_sha,
+            "source_bytes": source_bytes,
             "spec_file": Path(spec.path).name, "spec_sha256": spec.digest(), "spec": spec.raw,
             "key_id": kid, "pseudonymisation": PSEUDONYM_METHOD,
             "objection_register_sha256": obj.digest(objectors), "fingerprint": fp,
@@ -309,8 +320,7 @@ def add(source: str | Path, spec: str | Path | Spec, store: str | Path | Store,
         }
         with store.claim_version(spec.dataset) as (version, target):
             static = dataset_record(spec, version, vars_, provenance, deidentification=deid)
-            acc = _run(src, spec, plan, objectors, qi_register, stage, compression, static, slice_rows, rep,
-                       workers)
+            acc = slices.run(static)
             rows_out = acc.records
             stats: dict[str, Any] = {"number_of_records": rows_out, "link_status": acc.status(spec)}
             if spec.unit_id:
@@ -534,6 +544,7 @@ class _Part:
     tmax: Any = None
     removed_qi: int = 0
     objector_qi: pl.Series | None = None
+    written: bool = False
 
 
 @dataclass
@@ -596,85 +607,126 @@ class _Acc:
         return out
 
 
-def _run(src: Source, spec: Spec, plan: Plan, objectors: pl.Series, qi_register: pl.Series, stage: Path,
-         compression: str, md: dict[str, Any], slice_rows: int, rep: Reporter, workers: int = WORKERS) -> _Acc:
+def _maybe_reused(store: Store, spec: Spec, kid: str, source_bytes: int) -> bool:
+    """Whether a version of this dataset could have the same fingerprint: same spec and key and a
+    source of the same size (versions that did not record the size may)."""
+    for v in store.versions(spec.dataset):
+        prov = store.metadata(spec.dataset, v).get("provenance", {})
+        if (prov.get("spec_sha256") == spec.digest() and prov.get("key_id") == kid
+                and prov.get("source_bytes", source_bytes) == source_bytes):
+            return True
+    return False
+
+
+class _Slices:
     """Compute, check and write the dataset slice by slice; stop at the first slice with a bad value.
 
     Each slice is computed by polars' streaming engine (on all cores), checked, filtered and
     written to its own part file by one of ``workers`` threads, so that one slice is written
-    while the next is computed (polars and pyarrow release the GIL). Results are taken in the
-    order of the slices: the first bad value reported is the first in the file, and once a
-    slice has failed no further slice is started (the staging folder is removed by the caller).
+    while the next is computed (polars and pyarrow release the GIL). The slices may be computed
+    (:meth:`start`) before the version is known; they are written once :meth:`run` gives the
+    description that goes into each file's footer. Results are taken in the order of the slices:
+    the first bad value reported is the first in the file, and once a slice has failed no later
+    slice is started and nothing more is written (the staging folder is removed by the caller).
     """
-    lf = src.lf
-    total = src.n_rows
-    if src.format == "csv":  # a CSV cannot be sliced cheaply: read the needed columns once
-        with rep.stage("reading the CSV"):
-            df = _collect(lf.select(plan.needed), src)
-        lf, total = df.lazy(), df.height
-    if not total:
-        raise IngestError("the file has no data rows", file=str(src.path))
-    acc = _Acc(plan.checks)
-    obj_list = objectors.implode() if objectors.len() else None
-    qi_list = qi_register.implode() if plan.qi and qi_register.len() else None
-    if plan.link_keys:
-        (stage / "_linkage").mkdir()
-    # The first slice that failed (a bad value or an exception): later slices are not started
-    # and nothing more is written; earlier ones are still checked, as their bad values come first.
-    failed = _FirstFailure()
 
-    def part(k: int, off: int) -> _Part | None:
-        if failed.before(k):
+    def __init__(self, src: Source, spec: Spec, plan: Plan, objectors: pl.Series, qi_register: pl.Series,
+                 stage: Path, compression: str, slice_rows: int, workers: int, rep: Reporter):
+        self.src, self.spec, self.plan, self.stage = src, spec, plan, stage
+        self.compression, self.slice_rows, self.rep = compression, slice_rows, rep
+        lf, total = src.lf, src.n_rows
+        if src.format == "csv":  # a CSV cannot be sliced cheaply: read the needed columns once
+            with rep.stage("reading the CSV"):
+                df = _collect(lf.select(plan.needed), src)
+            lf, total = df.lazy(), df.height
+        if not total:
+            raise IngestError("the file has no data rows", file=str(src.path))
+        self.lf, self.total = lf, total
+        self.obj_list = objectors.implode() if objectors.len() else None
+        self.qi_list = qi_register.implode() if plan.qi and qi_register.len() else None
+        self.offsets = range(0, total, slice_rows)
+        self.workers = max(1, min(workers, len(self.offsets)))
+        # The first slice that failed (a bad value or an exception): later slices are not started
+        # and nothing more is written; earlier ones are still checked, as their bad values come first.
+        self.failed = _FirstFailure()
+        self.md: dict[str, Any] | None = None  # the footer; None: do not write (yet)
+        self.gate = threading.Event()  # set when writing may start (or the run is abandoned)
+        self.pool: ThreadPoolExecutor | None = None
+        self.futures: list = []
+
+    def start(self) -> None:
+        if self.pool is None:
+            self.pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="ingest-slice")
+            self.futures = [self.pool.submit(self._part, k, off) for k, off in enumerate(self.offsets)]
+
+    def run(self, md: dict[str, Any]) -> _Acc:
+        """Write with ``md`` in every footer; the totals, or raise for the first bad value."""
+        if self.plan.link_keys:
+            (self.stage / "_linkage").mkdir()
+        self.md = md
+        self.gate.set()
+        self.start()
+        acc = _Acc(self.plan.checks)
+        with self.rep.stage(f"checking, pseudonymising, writing {self.total:,} rows", total=self.total) as advance:
+            for fut in self.futures:  # in the order of the slices
+                p = fut.result()  # an exception in the slice is raised here
+                if p is not None and p.error is not None:
+                    raise _slice_error(p, self.plan, self.src, self.lf)
+                if p is None or not p.written:
+                    if self.failed.any():  # a later slice failed: its error is raised when reached
+                        continue
+                    raise RuntimeError(f"slice {p.k if p else '?'} was not written")  # pragma: no cover
+                acc.add(p)
+                advance(p.rows)
+        return acc
+
+    def close(self) -> None:
+        """Stop: start no further slice, write nothing more, wait for the running ones."""
+        self.failed.at(-1)
+        self.gate.set()
+        if self.pool is not None:
+            for fut in self.futures:
+                fut.cancel()
+            self.pool.shutdown(wait=True)
+
+    def _part(self, k: int, off: int) -> _Part | None:
+        if self.failed.before(k):
             return None
         try:
-            return compute_check_write(k, off)
+            return self._compute_check_write(k, off)
         except BaseException:
-            failed.at(k)
+            self.failed.at(k)
             raise
 
-    def compute_check_write(k: int, off: int) -> _Part:
-        df = _collect(plan.compute(lf.slice(off, slice_rows), off), src)
+    def _compute_check_write(self, k: int, off: int) -> _Part:
+        plan, spec = self.plan, self.spec
+        df = _collect(plan.compute(self.lf.slice(off, self.slice_rows), off), self.src)
         p = _Part(k, off, rows=df.height)
         _check_part(df, plan, p)
         if p.error is not None:
-            failed.at(k)
-        if failed.any():  # this run fails: no need to write
+            self.failed.at(k)
             return p
-        if obj_list is not None and plan.unit_h:
-            objector = pl.col(plan.unit_h).is_in(obj_list).fill_null(False)  # no id: not an objector
+        if self.obj_list is not None and plan.unit_h:
+            objector = pl.col(plan.unit_h).is_in(self.obj_list).fill_null(False)  # no id: not an objector
             if plan.qi and spec.spine:  # remember their quasi-identifiers, for sources without an id
                 p.objector_qi = df.filter(objector)[plan.qi].drop_nulls()
             df = df.filter(~objector)
-        if qi_list is not None:
+        if self.qi_list is not None:
             no_id = ~pl.col(plan.unit_ok) if plan.unit_ok else pl.lit(True)
             n_before = df.height
-            df = df.filter(~(no_id & pl.col(plan.qi).is_in(qi_list).fill_null(False)))
+            df = df.filter(~(no_id & pl.col(plan.qi).is_in(self.qi_list).fill_null(False)))
             p.removed_qi = n_before - df.height
         p.records = df.height
         _count_part(df, plan, p)
-        _write_part(df.select(plan.out), df.select(plan.link_keys) if plan.link_keys else None,
-                    stage, k, compression, md)
+        out = df.select(plan.out)
+        keys = df.select(plan.link_keys) if plan.link_keys else None
+        del df
+        self.gate.wait()
+        if self.md is None or self.failed.any():  # abandoned, or this run fails: nothing to write
+            return p
+        _write_part(out, keys, self.stage, k, self.compression, self.md)
+        p.written = True
         return p
-
-    offsets = range(0, total, slice_rows)
-    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(offsets)))) as pool, \
-            rep.stage(f"checking, pseudonymising, writing {total:,} rows", total=total) as advance:
-        futures = [pool.submit(part, k, off) for k, off in enumerate(offsets)]
-        try:
-            for fut in futures:  # in the order of the slices
-                p = fut.result()  # an exception in the slice is raised here
-                if p is None:  # not reached: a slice is skipped only after an earlier one failed
-                    raise RuntimeError("a slice was skipped")
-                if p.error is not None:
-                    raise _slice_error(p, plan, src, lf)
-                acc.add(p)
-                advance(p.rows)
-        except BaseException:  # also Ctrl-C: start nothing more, wait for the running slices
-            failed.at(-1)
-            for fut in futures:
-                fut.cancel()
-            raise
-    return acc
 
 
 def _write_part(out: pl.DataFrame, keys: pl.DataFrame | None, stage: Path, k: int, compression: str,

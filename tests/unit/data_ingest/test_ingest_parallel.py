@@ -196,3 +196,69 @@ def test_an_exception_in_a_later_slice_leaves_nothing(env, tmp_path, monkeypatch
     with pytest.raises(OSError):
         add(src, spec, store, key, slice_rows=1_000, workers=2)
     assert Store(store).versions("mixed") == [] and not any((store / ".staging").iterdir())
+
+
+def _count_computed(monkeypatch):
+    from data_ingest import pipeline
+
+    computed = []
+    real = pipeline._Slices._compute_check_write
+
+    def spy(self, k, off):
+        computed.append(k)
+        return real(self, k, off)
+
+    monkeypatch.setattr(pipeline._Slices, "_compute_check_write", spy)
+    return computed
+
+
+def test_a_rerun_is_decided_by_the_hash_before_any_slice_is_computed(env, tmp_path, monkeypatch):
+    store, key = env
+    _src, spec, df = _source(tmp_path, 3_000)
+    src = tmp_path / "src.csv"
+    df.write_csv(src)
+    spec = write(tmp_path / "spec.toml", spec.read_text().replace("[dataset]", '[source]\nformat = "csv"\n\n[dataset]'))
+    first = add(src, spec, store, key, slice_rows=1_000)
+    computed = _count_computed(monkeypatch)
+    again = add(src, spec, store, key, slice_rows=1_000)
+    assert again.reused and again.version == first.version and computed == []
+    # the same size, other bytes: only the hash can tell, and then the slices are computed
+    text = src.read_text()
+    i = text.rindex("M,")
+    src.write_text(text[:i] + "V," + text[i + 2:])
+    assert src.stat().st_size == json.loads((first.path / "metadata.json").read_text())["provenance"]["source_bytes"]
+    other = add(src, spec, store, key, slice_rows=1_000)
+    assert not other.reused and other.version == "v2" and sorted(computed) == [0, 1, 2]
+
+
+def test_slices_computed_while_the_source_is_hashed(env, tmp_path, monkeypatch):
+    """A slow hash: the slices are computed meanwhile, but nothing is written before the version is
+    claimed; a bad value found meanwhile is reported as usual, and nothing is left."""
+    import time
+
+    from data_ingest import pipeline
+
+    store, key = env
+    real = pipeline.file_sha256
+    claimed = []
+    real_claim = Store.claim_version
+
+    def slow(path):
+        time.sleep(0.5)
+        return real(path)
+
+    def claim(self, dataset):
+        claimed.append(sorted(p.name for p in (store / ".staging").rglob("part-*")))
+        return real_claim(self, dataset)
+
+    monkeypatch.setattr(pipeline, "file_sha256", slow)
+    monkeypatch.setattr(Store, "claim_version", claim)
+    computed = _count_computed(monkeypatch)
+    src, spec = _bad_sex_source(tmp_path, 4_000, [2_500])
+    with pytest.raises(IngestError) as e:
+        add(src, spec, store, key, slice_rows=1_000)
+    assert "row 2501," in str(e.value) and computed and claimed == [[]]
+    assert Store(store).versions("mixed") == [] and not any((store / ".staging").iterdir())
+    src, spec = _bad_sex_source(tmp_path, 4_000, [])
+    res = add(src, spec, store, key, slice_rows=1_000)
+    assert res.version == "v1" and claimed[-1] == [] and res.rows_out == 4_000
