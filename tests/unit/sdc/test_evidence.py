@@ -28,14 +28,19 @@ def make_rows(seed=0, n=400, units=120, spread_units=False):
     })
 
 
+def rows_of(df: pl.DataFrame, key: dict) -> pl.DataFrame:
+    """The rows of one cell (a margin's TOTAL matches everything)."""
+    for col, lab in key.items():
+        if lab != TOTAL:
+            df = df.filter(pl.col(col).cast(pl.Utf8) == lab)
+    return df
+
+
 def oracle(df: pl.DataFrame, ev, unit: str | None, k: int):
     """Per cell, from the rows: filter, sum per unit, then n/total/top-k -- a loop over cells."""
     out = {}
     for i, key in enumerate(ev.key_dicts()):
-        sub = df
-        for col, lab in key.items():
-            if lab != TOTAL:
-                sub = sub.filter(pl.col(col).cast(pl.Utf8) == lab)
+        sub = rows_of(df, key)
         if unit:
             per = sub.group_by(unit).agg(pl.col("inc").sum())["inc"].to_numpy()
         else:
@@ -86,10 +91,7 @@ def test_margins_from_inner_cells_match_oracle_with_negatives(tmp_path, unit):
     for stat, fn in (("min", np.min), ("max", np.max)):
         e2 = compute_evidence(resolve_source(str(path)), dims, value="inc", stat=stat, unit=None)
         for i, key in enumerate(e2.key_dicts()):
-            sub = df
-            for col, lab in key.items():
-                if lab != TOTAL:
-                    sub = sub.filter(pl.col(col) == lab)
+            sub = rows_of(df, key)
             if sub.height:
                 assert e2.value[i] == pytest.approx(fn(sub["inc"].to_numpy())), key
             else:
@@ -157,10 +159,7 @@ def test_median_and_min_max_match_numpy(tmp_path):
     ev = compute_evidence(src, DIMS, value="inc", stat="median", unit=None, quantile=0.5)
     evmax = compute_evidence(src, DIMS, value="inc", stat="max", unit=None)
     for i, key in enumerate(ev.key_dicts()):
-        sub = df
-        for col, lab in key.items():
-            if lab != TOTAL:
-                sub = sub.filter(pl.col(col) == lab)
+        sub = rows_of(df, key)
         if sub.height:
             assert ev.value[i] == pytest.approx(np.median(sub["inc"].to_numpy()))
             assert evmax.value[i] == pytest.approx(sub["inc"].max())
