@@ -39,6 +39,11 @@ class Source:
     value_labels: dict[str, dict[str, str]] = field(default_factory=dict)
     n_rows: int | None = None
     tmp_files: list[Path] = field(default_factory=list)
+    read_path: Path | None = None  # CSV: the UTF-8 file polars reads (the source, or its transcoded copy)
+
+    def scan_csv(self, schema_overrides: dict[str, pl.DataType] | None = None) -> pl.LazyFrame:
+        """The CSV as text columns, except those in ``schema_overrides`` (parsed while reading)."""
+        return _scan_csv(self.read_path or self.path, self.delimiter, schema_overrides)
 
 
 def sniff(head: bytes, tail: bytes) -> str | None:
@@ -142,9 +147,14 @@ def _open_csv(path: Path, spec, staging: Path | None) -> Source:
     dups = sorted({h for h in header if header.count(h) > 1})
     if dups:
         raise IngestError(f"the header names column(s) twice: {', '.join(dups)}", file=str(path))
-    lf = pl.scan_csv(read_path, separator=spec.delimiter, infer_schema=False, encoding="utf8",
-                     raise_if_empty=True, has_header=True)
-    return Source(path, "csv", lf, header, text=True, delimiter=spec.delimiter, tmp_files=tmp)
+    lf = _scan_csv(read_path, spec.delimiter)
+    return Source(path, "csv", lf, header, text=True, delimiter=spec.delimiter, tmp_files=tmp,
+                  read_path=read_path)
+
+
+def _scan_csv(path: Path, delimiter: str, schema_overrides: dict[str, pl.DataType] | None = None) -> pl.LazyFrame:
+    return pl.scan_csv(path, separator=delimiter, infer_schema=False, encoding="utf8", raise_if_empty=True,
+                       has_header=True, schema_overrides=schema_overrides or None)
 
 
 def _read_header(path: Path, delimiter: str, name: str) -> list[str]:

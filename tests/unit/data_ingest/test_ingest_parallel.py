@@ -262,3 +262,56 @@ def test_slices_computed_while_the_source_is_hashed(env, tmp_path, monkeypatch):
     src, spec = _bad_sex_source(tmp_path, 4_000, [])
     res = add(src, spec, store, key, slice_rows=1_000)
     assert res.version == "v1" and claimed[-1] == [] and res.rows_out == 4_000
+
+
+NUMBER_SPEC = """
+[dataset]
+name = "numbers"
+title = "numbers"
+
+[columns.n]
+action = "keep"
+type = "int"
+
+[columns.x]
+action = "keep"
+type = "float"
+
+[columns.d]
+action = "keep"
+type = "date"
+"""
+
+INTS = ["5", "+5", "-5", " 5", "05", "", "  ", "9223372036854775807", "-0", "0"]
+FLOATS = ["1.5", "+1.5", "-1.5", " 1.5", "1e3", "1E-3", ".5", "5.", "inf", "-inf", "NaN", "infinity", "", "0"]
+
+
+@pytest.mark.parametrize("extra", ["", "7 "])  # "7 ": the typed read fails, the text path is used
+def test_typed_csv_numbers_equal_the_text_path(env, tmp_path, monkeypatch, extra):
+    from data_ingest import pipeline
+
+    store, key = env
+    rng = random.Random(3)
+    rows = [(rng.choice(INTS), rng.choice(FLOATS), f"20{rng.randint(10, 24)}-0{rng.randint(1, 9)}-1{rng.randint(0, 9)}")
+            for _ in range(500)] + [(extra, "2.5", "2020-01-01")]
+    src = write(tmp_path / "n.csv", "n,x,d\n" + "\n".join(f'"{a}","{b}",{c}' for a, b, c in rows) + "\n")
+    spec = write(tmp_path / "n.toml", NUMBER_SPEC)
+    typed = add(src, spec, tmp_path / "typed", key)
+
+    def text_only(src_, spec_):
+        needed = [c.source for c in spec_.columns]
+        return src_.lf.select(needed).collect()
+
+    monkeypatch.setattr(pipeline, "_read_csv", text_only)
+    text = add(src, spec, tmp_path / "text", key)
+    a, b = pl.read_parquet(typed.path / "part-0.parquet"), pl.read_parquet(text.path / "part-0.parquet")
+    assert a.schema == b.schema and a.equals(b, null_equal=True)
+    assert a["n"].null_count() > 0 and a["x"].is_nan().sum() > 0
+
+
+def test_typed_csv_bad_number_is_reported_by_row_and_column(env, tmp_path):
+    store, key = env
+    src = write(tmp_path / "n.csv", "n,x,d\n1,1.5,2020-01-01\n2,1.5x,2020-01-01\n3,1,2020-01-01\n")
+    with pytest.raises(IngestError) as e:
+        add(src, write(tmp_path / "n.toml", NUMBER_SPEC), store, key)
+    assert "row 2 (line 3), column 'x': '1.5x' is not a float number" in str(e.value)
