@@ -164,10 +164,15 @@ def read_footer(path) -> dict[str, Any] | None:
 
 
 def write_parquet(df: pl.DataFrame, path, md: dict[str, Any], compression: str = "zstd",
-                  string_views: bool = False) -> None:
+                  string_views: bool = False, compress_dictionary_columns: bool = True) -> None:
     """Write a frame with the record in the footer and each variable's label (and value labels)
     as Arrow field metadata. Pseudonym columns (random hex: incompressible) are stored without
-    compression or dictionary, which saves time for nothing lost."""
+    compression or dictionary, which saves time for nothing lost.
+
+    ``compress_dictionary_columns=False`` (inside the store, where lz4 is used): a column with
+    few distinct values (judged on its first rows) is dictionary-encoded and not compressed, as
+    its pages hold little more than run-length and bit-packed codes, which lz4 does not shrink;
+    a column with many distinct values is compressed and not dictionary-encoded."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -190,5 +195,14 @@ def write_parquet(df: pl.DataFrame, path, md: dict[str, Any], compression: str =
     # them costs more time than it saves space.
     no_dict = random | {f.name for f in t.schema if pa.types.is_floating(f.type)}
     codec = "none" if compression == "uncompressed" else compression
-    pq.write_table(t, path, compression={n: ("none" if n in random else codec) for n in t.column_names},
+    plain = set()
+    if not compress_dictionary_columns:
+        sample = df.head(SAMPLE_ROWS)
+        many = {n for n in df.columns if n not in no_dict and sample[n].n_unique() > sample.height // 2}
+        no_dict |= many
+        plain = {n for n in df.columns if n not in no_dict}
+    pq.write_table(t, path, compression={n: ("none" if n in random or n in plain else codec) for n in t.column_names},
                    use_dictionary=[n for n in t.column_names if n not in no_dict], write_statistics=False)
+
+
+SAMPLE_ROWS = 20_000  # rows that decide whether a column has few distinct values (see write_parquet)

@@ -613,6 +613,27 @@ class _Acc:
         return out
 
 
+def slice_bounds(total: int, slice_rows: int, row_groups: list[int] | None = None) -> list[tuple[int, int]]:
+    """(offset, rows) of the slices: about ``slice_rows`` each; with a Parquet file's row groups,
+    whole row groups (a slice that ends inside a row group makes two slices decode it), and a
+    row group larger than ``slice_rows`` is cut into equal slices."""
+    if not row_groups or sum(row_groups) != total:
+        return [(off, min(slice_rows, total - off)) for off in range(0, total, slice_rows)]
+    out: list[tuple[int, int]] = []
+    start = end = 0
+    for rows in row_groups:
+        if end > start and end - start + rows > slice_rows:
+            out.append((start, end - start))
+            start = end
+        if rows > slice_rows:
+            out += [(end + o, min(slice_rows, rows - o)) for o in range(0, rows, slice_rows)]
+            start = end + rows
+        end += rows
+    if end > start:
+        out.append((start, end - start))
+    return out
+
+
 def _maybe_reused(store: Store, spec: Spec, kid: str, source_bytes: int) -> bool:
     """Whether a version of this dataset could have the same fingerprint: same spec and key and a
     source of the same size (versions that did not record the size may)."""
@@ -646,8 +667,8 @@ class _Slices:
         self.lf, self.total = lf, total
         self.obj_list = objectors.implode() if objectors.len() else None
         self.qi_list = qi_register.implode() if plan.qi and qi_register.len() else None
-        self.offsets = range(0, total, slice_rows)
-        self.workers = max(1, min(workers, len(self.offsets)))
+        self.bounds = slice_bounds(total, slice_rows, src.row_groups)
+        self.workers = max(1, min(workers, len(self.bounds)))
         # The first slice that failed (a bad value or an exception): later slices are not started
         # and nothing more is written; earlier ones are still checked, as their bad values come first.
         self.failed = _FirstFailure()
@@ -659,7 +680,7 @@ class _Slices:
     def start(self) -> None:
         if self.pool is None:
             self.pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="ingest-slice")
-            self.futures = [self.pool.submit(self._part, k, off) for k, off in enumerate(self.offsets)]
+            self.futures = [self.pool.submit(self._part, k, off, n) for k, (off, n) in enumerate(self.bounds)]
 
     def run(self, md: dict[str, Any]) -> _Acc:
         """Write with ``md`` in every footer; the totals, or raise for the first bad value."""
@@ -691,18 +712,18 @@ class _Slices:
                 fut.cancel()
             self.pool.shutdown(wait=True)
 
-    def _part(self, k: int, off: int) -> _Part | None:
+    def _part(self, k: int, off: int, n: int) -> _Part | None:
         if self.failed.before(k):
             return None
         try:
-            return self._compute_check_write(k, off)
+            return self._compute_check_write(k, off, n)
         except BaseException:
             self.failed.at(k)
             raise
 
-    def _compute_check_write(self, k: int, off: int) -> _Part:
+    def _compute_check_write(self, k: int, off: int, n: int) -> _Part:
         plan, spec = self.plan, self.spec
-        df = _collect(plan.compute(self.lf.slice(off, self.slice_rows), off), self.src)
+        df = _collect(plan.compute(self.lf.slice(off, n), off), self.src)
         p = _Part(k, off, rows=df.height)
         _check_part(df, plan, p)
         if p.error is not None:
@@ -733,7 +754,8 @@ class _Slices:
 
 def _write_part(out: pl.DataFrame, keys: pl.DataFrame | None, stage: Path, k: int, compression: str,
                 md: dict[str, Any]) -> None:
-    write_parquet(out, stage / f"part-{k}.parquet", md, compression, string_views=True)
+    write_parquet(out, stage / f"part-{k}.parquet", md, compression, string_views=True,
+                  compress_dictionary_columns=compression not in ("lz4", "snappy"))
     if keys is not None:
         keys.write_parquet(stage / "_linkage" / f"keys-{k}.parquet", compression="zstd")
 

@@ -40,6 +40,7 @@ class Source:
     n_rows: int | None = None
     tmp_files: list[Path] = field(default_factory=list)
     read_path: Path | None = None  # CSV: the UTF-8 file polars reads (the source, or its transcoded copy)
+    row_groups: list[int] | None = None  # Parquet: rows per row group
 
     def scan_csv(self, schema_overrides: dict[str, pl.DataType] | None = None) -> pl.LazyFrame:
         """The CSV as text columns, except those in ``schema_overrides`` (parsed while reading)."""
@@ -125,7 +126,8 @@ def _open_parquet(path: Path) -> Source:
         raise IngestError(f"cannot read as Parquet: {_first_line(e)}", file=str(path)) from None
     if md.num_rows == 0:
         raise IngestError("the file has no rows", file=str(path))
-    return Source(path, "parquet", lf, columns, text=False, n_rows=md.num_rows)
+    return Source(path, "parquet", lf, columns, text=False, n_rows=md.num_rows,
+                  row_groups=[md.row_group(i).num_rows for i in range(md.num_row_groups)])
 
 
 def _open_csv(path: Path, spec, staging: Path | None) -> Source:

@@ -204,9 +204,9 @@ def _count_computed(monkeypatch):
     computed = []
     real = pipeline._Slices._compute_check_write
 
-    def spy(self, k, off):
+    def spy(self, k, *a):
         computed.append(k)
-        return real(self, k, off)
+        return real(self, k, *a)
 
     monkeypatch.setattr(pipeline._Slices, "_compute_check_write", spy)
     return computed
@@ -315,3 +315,32 @@ def test_typed_csv_bad_number_is_reported_by_row_and_column(env, tmp_path):
     with pytest.raises(IngestError) as e:
         add(src, write(tmp_path / "n.toml", NUMBER_SPEC), store, key)
     assert "row 2 (line 3), column 'x': '1.5x' is not a float number" in str(e.value)
+
+
+def test_slice_bounds_follow_row_groups():
+    from data_ingest.pipeline import slice_bounds
+
+    assert slice_bounds(10, 3) == [(0, 3), (3, 3), (6, 3), (9, 1)]
+    assert slice_bounds(10, 3, [5, 5]) == [(0, 3), (3, 2), (5, 3), (8, 2)]
+    assert slice_bounds(10, 4, [1] * 10) == [(0, 4), (4, 4), (8, 2)]
+    assert slice_bounds(10, 4, [2, 6, 2]) == [(0, 2), (2, 4), (6, 2), (8, 2)]
+    assert slice_bounds(10, 4, [3, 3]) == [(0, 4), (4, 4), (8, 2)]  # groups that do not add up: ignored
+    groups = [123_457] * 81 + [10_000_000 - 123_457 * 81]
+    bounds = slice_bounds(10_000_000, 1_000_000, groups)
+    assert bounds[0] == (0, 8 * 123_457) and sum(n for _, n in bounds) == 10_000_000
+    assert all(a + n == b for (a, n), (b, _) in zip(bounds, bounds[1:]))
+
+
+def test_parquet_with_several_row_groups_is_sliced_on_them(env, tmp_path):
+    import pyarrow.parquet as pq
+
+    store, key = env
+    _src, spec, df = _source(tmp_path, 5_000)
+    src = tmp_path / "groups.parquet"
+    pq.write_table(df.to_arrow(), src, row_group_size=700)
+    res = add(src, spec, store, key, slice_rows=1_500)
+    parts = sorted(res.path.glob("part-*.parquet"), key=lambda p: int(p.stem.split("-")[1]))
+    assert [pq.read_metadata(p).num_rows for p in parts] == [1_400, 1_400, 1_400, 800]
+    assert res.rows_out == 5_000
+    one = add(src, spec, tmp_path / "one", key, slice_rows=5_000)
+    assert pl.concat([pl.read_parquet(p) for p in parts]).equals(pl.read_parquet(one.path / "part-0.parquet"))
