@@ -1,8 +1,13 @@
-"""The ``sdc`` command line: a thin shell around :func:`sdc.table` and the policies.
+"""The ``sdc`` command line: a thin shell around :func:`sdc.table`, :func:`sdc.figure`,
+:func:`sdc.model` and the policies.
 
     sdc table DATA --rows A[,B] [--cols C[,D]] [--value V --stat sum|mean|count|median|pNN|min|max]
               [--unit ID] [--hierarchy CHILD:PARENT]... [--policy NAME|FILE.toml]
               [--format json|csv|html|xlsx] [-o FILE] [--reveal]
+    sdc figure DATA KIND [--x X] [--y Y] [--by B] [--unit ID] [--option KEY=VALUE]...
+               [--policy NAME|FILE.toml] [--format json|csv|png|html] [-o FILE] [--reveal]
+    sdc model DATA FORMULA [--family ols|logit|probit|poisson] [--unit ID]
+              [--policy NAME|FILE.toml] [--format json|csv|html] [-o FILE] [--reveal]
     sdc policies [--json]
 
 DATA is a Parquet file, folder or glob, a CSV file, or a SQL query (``"SELECT ... FROM
@@ -54,42 +59,115 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--reveal", action="store_true",
                    help="JSON only: add true values of suppressed cells (for a checker's eyes only)")
 
+    f = sub.add_parser("figure", help="draw a figure from checked aggregates",
+                       description="Draw a figure from checked aggregates (histogram, bar, line, box, "
+                                   "binned_scatter, km).  A raw scatter plot is refused.")
+    f.add_argument("data", metavar="DATA", help="Parquet file/folder/glob, CSV file, or a SQL query")
+    f.add_argument("kind", metavar="KIND", help="histogram, bar, line, box, binned_scatter or km")
+    f.add_argument("--x", default=None, help="x column (km: time)")
+    f.add_argument("--y", default=None, help="y column (km: event 0/1)")
+    f.add_argument("--by", default=None, help="group column")
+    f.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="kind option, e.g. bins=20 or range=[0,100] (VALUE is JSON, else text; repeatable)")
+    _common(f, ["json", "csv", "png", "html"])
+
+    m = sub.add_parser("model", help="fit a regression model and check it",
+                       description="Fit a regression model (formula like 'y ~ x + C(group)') and check it.")
+    m.add_argument("data", metavar="DATA", help="Parquet file/folder/glob, CSV file, or a SQL query")
+    m.add_argument("formula", metavar="FORMULA", help="e.g. 'income ~ age + C(sex)'")
+    m.add_argument("--family", default="ols", choices=["ols", "logit", "probit", "poisson"])
+    _common(m, ["json", "csv", "html"])
+
     pp = sub.add_parser("policies", help="list the shipped policies with their numbers",
                         description="List the shipped policies with their numbers.")
     pp.add_argument("--json", action="store_true", help="print the policies as JSON")
     return p
 
 
-def _cmd_table(a: argparse.Namespace) -> int:
+def _common(p: argparse.ArgumentParser, formats: list[str]) -> None:
+    p.add_argument("--unit", default=None, help="unit id column: rules count units, not rows")
+    p.add_argument("--policy", default="acro", help="shipped policy name or a .toml file (default: acro)")
+    p.add_argument("--format", default=None, choices=formats,
+                   help="output format (default: from -o's suffix, else json)")
+    p.add_argument("-o", "--output", default=None, metavar="FILE", help="write to FILE instead of stdout")
+    p.add_argument("--reveal", action="store_true",
+                   help="JSON only: add the true values of what is withheld (for a checker's eyes only)")
+
+
+def _format(a: argparse.Namespace, formats: tuple[str, ...], binary: tuple[str, ...] = ()) -> str:
     from sdc.errors import SdcError
-    from sdc.table import table
 
     fmt = a.format
     if fmt is None:
         suffix = os.path.splitext(a.output or "")[1].lstrip(".").lower()
-        fmt = suffix if suffix in ("json", "csv", "html", "xlsx") else "json"
-    if fmt == "xlsx" and not a.output:
-        raise SdcError("--format xlsx needs -o FILE (XLSX is binary)")
+        fmt = suffix if suffix in formats else "json"
+    if fmt in binary and not a.output:
+        raise SdcError(f"--format {fmt} needs -o FILE ({fmt.upper()} is binary)")
     if a.reveal and fmt != "json":
         raise SdcError("--reveal only applies to --format json")
+    return fmt
+
+
+def _emit(a: argparse.Namespace, out: str | bytes) -> int:
+    if isinstance(out, bytes):
+        with open(a.output, "wb") as fh:
+            fh.write(out)
+    elif a.output:
+        with open(a.output, "w", encoding="utf-8") as fh:
+            fh.write(out)
+    else:
+        sys.stdout.write(out)
+    return 0
+
+
+def _option_value(text: str):
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _cmd_figure(a: argparse.Namespace) -> int:
+    from sdc.errors import SdcError
+    from sdc.figures import figure
+
+    fmt = _format(a, ("json", "csv", "png", "html"), binary=("png",))
+    opts = {}
+    for o in a.option:
+        key, eq, val = o.partition("=")
+        if not eq or not key.strip():
+            raise SdcError(f"--option {o!r}: expected KEY=VALUE")
+        opts[key.strip()] = _option_value(val)
+    f = figure(a.data, a.kind, x=a.x, y=a.y, by=a.by, unit=a.unit, policy=a.policy, **opts)
+    out = {"json": lambda: json.dumps(f.to_json(reveal=a.reveal), indent=1) + "\n", "csv": f.to_csv,
+           "png": f.png, "html": lambda: f.to_html() + "\n"}[fmt]()
+    return _emit(a, out)
+
+
+def _cmd_model(a: argparse.Namespace) -> int:
+    from sdc.models import model
+
+    fmt = _format(a, ("json", "csv", "html"))
+    mo = model(a.data, a.formula, family=a.family, unit=a.unit, policy=a.policy)
+    out = {"json": lambda: json.dumps(mo.to_json(reveal=a.reveal), indent=1) + "\n", "csv": mo.to_csv,
+           "html": lambda: mo.to_html() + "\n"}[fmt]()
+    return _emit(a, out)
+
+
+def _cmd_table(a: argparse.Namespace) -> int:
+    from sdc.errors import SdcError
+    from sdc.table import table
+
+    fmt = _format(a, ("json", "csv", "html", "xlsx"), binary=("xlsx",))
     stat = a.stat or ("mean" if a.value else "count")
     t = table(a.data, rows=a.rows, cols=a.cols or (), value=a.value, stat=stat, unit=a.unit,
               hierarchy=a.hierarchy or None, policy=a.policy)
-    if fmt == "json":
-        text = t.to_json_str(reveal=a.reveal) + "\n"
-    elif fmt == "csv":
-        text = t.to_csv()
-    elif fmt == "html":
-        text = t.to_html(full_page=True) + "\n"
-    else:
+    if fmt == "xlsx":
         t.to_xlsx(a.output)
         return 0
-    if a.output:
-        with open(a.output, "w", encoding="utf-8") as f:
-            f.write(text)
-    else:
-        sys.stdout.write(text)
-    return 0
+    text = {"json": lambda: t.to_json_str(reveal=a.reveal) + "\n", "csv": t.to_csv,
+            "html": lambda: t.to_html(full_page=True) + "\n"}[fmt]()
+    return _emit(a, text)
 
 
 def _cmd_policies(a: argparse.Namespace) -> int:
@@ -116,9 +194,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if a.command is None:
             parser.print_help()
             return 2
-        if a.command == "table":
-            return _cmd_table(a)
-        return _cmd_policies(a)
+        return {"table": _cmd_table, "figure": _cmd_figure, "model": _cmd_model,
+                "policies": _cmd_policies}[a.command](a)
     except (_OneLineError, SdcError) as e:
         return _fail(str(e))
     except duckdb.Error as e:

@@ -228,12 +228,17 @@ def model(source: Any, formula: str, family: str = "ols", unit: str | None = Non
         raise SourceError(f"the model query failed: {_first_line(e)}") from None
     data = {k: (np.asarray(v) if not hasattr(v, "filled") else np.asarray(v.filled())) for k, v in data.items()}
     n = len(next(iter(data.values()))) if data else 0
+    cat_terms = _categorical_terms(desc, cols, types)
+    for _, cats in cat_terms:
+        for c in cats:   # numeric codes as plain Python numbers: terms read C(sex)[T.1], not [T.np.int8(1)]
+            if data[c].dtype.kind in "iubf":
+                data[c] = data[c].astype(object)
     failed: list[dict] = []
     m = pol.units_per_level
 
     # -- categorical levels and interaction cells, counted in DuckDB
     levels: list[dict] = []
-    for term, cats in _categorical_terms(desc, cols, types):
+    for term, cats in cat_terms:
         cat_sql = ", ".join(_q(c) for c in cats)
         cnt = f"count(DISTINCT {_q(unit)})" if unit else "count(*)"
         rows = src.relation.query(

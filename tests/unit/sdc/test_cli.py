@@ -110,3 +110,38 @@ def test_bad_input_exits_with_one_line(data, tmp_path, args, expect):
     args = [a.format(data=data, tmp=tmp_path) for a in args]
     line = one_line_error(run(*args))
     assert expect in line
+
+
+def test_figure_and_model_match_the_python_api(data, tmp_path):
+    import sdc
+
+    r = run("figure", str(data), "histogram", "--x", "inc", "--option", "bins=4", "--option", "range=[0,20]")
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    want = sdc.figure(str(data), "histogram", x="inc", bins=4, range=[0, 20]).to_json()
+    assert got["cells"] == want["cells"] and got["status"] == want["status"]
+    png = tmp_path / "h.png"
+    r = run("figure", str(data), "bar", "--x", "mun", "--unit", "pid", "-o", str(png))
+    assert r.returncode == 0, r.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert png.read_bytes() == sdc.figure(str(data), "bar", x="mun", unit="pid").png()
+    r = run("model", str(data), "inc ~ C(sex)", "--format", "csv")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[0].startswith("term,estimate")
+    assert "C(sex)[T.M]" in r.stdout
+    r = run("model", str(data), "inc ~ C(sex)", "--unit", "pid")
+    assert json.loads(r.stdout)["coefficients"] == sdc.model(str(data), "inc ~ C(sex)", unit="pid").to_json()["coefficients"]
+
+
+@pytest.mark.parametrize("args, expect", [
+    (["figure", "DATA", "scatter", "--x", "inc", "--y", "pid"], "raw scatter plot is refused"),
+    (["figure", "DATA", "histogram", "--x", "inc", "--format", "png"], "needs -o FILE"),
+    (["figure", "DATA", "histogram", "--x", "inc", "--option", "bins"], "expected KEY=VALUE"),
+    (["figure", "DATA", "histogram", "--x", "inc", "--option", "colour=red"], "unknown option 'colour'"),
+    (["figure", "DATA", "histogram", "--x", "nope"], "nope"),
+    (["model", "DATA", "nope ~ sex"], "outcome of 'nope ~ sex'"),
+    (["model", "DATA", "inc ~ C(sex)", "--format", "csv", "--reveal"], "--reveal only applies"),
+])
+def test_figure_and_model_bad_input(data, args, expect):
+    line = one_line_error(run(*[str(data) if a == "DATA" else a for a in args]))
+    assert expect in line
