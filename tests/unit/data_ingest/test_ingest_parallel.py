@@ -344,3 +344,20 @@ def test_parquet_with_several_row_groups_is_sliced_on_them(env, tmp_path):
     assert res.rows_out == 5_000
     one = add(src, spec, tmp_path / "one", key, slice_rows=5_000)
     assert pl.concat([pl.read_parquet(p) for p in parts]).equals(pl.read_parquet(one.path / "part-0.parquet"))
+
+
+@pytest.mark.parametrize("engine", ["in-memory", "streaming"])
+def test_year_and_year_month_tables_equal_the_calendar(engine):
+    from datetime import date
+
+    rng = random.Random(11)
+    days = [rng.randint(-80_000, 90_000) for _ in range(20_000)]  # 1750 .. 2216: some outside the table
+    dates = pl.Series("d", days).cast(pl.Int32).cast(pl.Date).to_list()
+    dates[::97] = [None] * len(dates[::97])
+    dates += [date(1800, 1, 1), date(2199, 12, 31), date(1799, 12, 31), date(2200, 1, 1), date(1, 1, 1),
+              date(9999, 12, 31), date(2024, 2, 29)]
+    for frame in (pl.DataFrame({"d": dates}), pl.DataFrame({"d": [x for x in dates if x and 1800 <= x.year < 2200]})):
+        got = frame.lazy().select(rules.date_year_expr(pl.col("d")).alias("y"),
+                                  rules.date_year_month_expr(pl.col("d")).alias("ym")).collect(engine=engine)
+        assert got["y"].to_list() == frame["d"].dt.year().to_list() and got["y"].dtype == pl.Int32
+        assert got["ym"].to_list() == frame["d"].dt.strftime("%Y-%m").to_list()
