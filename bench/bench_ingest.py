@@ -14,7 +14,8 @@ CPU time minus this process's); a run is only a two-core figure when that is nea
 covers everything ``ingest add`` does: hashing the source for idempotence, the checked and
 pseudonymised pass over the data, writing, counting, metadata and the rename into the store
 (the Python API is called directly, so interpreter start-up and imports are not counted).
-``--repeat N`` runs each format N times (the machine is shared: take the best, report all).
+``--repeat N`` runs each format N times (the machine is shared: take the best, report all);
+``--hmac default,native`` alternates the default polars-hash HMAC with the opt-in native one.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import sys
 import time
 from contextlib import contextmanager
@@ -118,7 +120,7 @@ class StageTimes(Reporter):
         self.times.append((text, time.perf_counter() - t))
 
 
-def run(source: Path, fmt: str, rows: int, compression: str) -> float:
+def run(source: Path, fmt: str, rows: int, compression: str, hmac: str = "default") -> float:
     work = OUT / f"run-{fmt}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -126,6 +128,9 @@ def run(source: Path, fmt: str, rows: int, compression: str) -> float:
     init_key(key)
     spec = work / "spec.toml"
     spec.write_text(SPEC.format(fmt=fmt))
+    os.environ[native.ENV_SWITCH] = "1" if hmac == "native" else "0"
+    if hmac == "native" and not native.available():
+        raise SystemExit(f"the native HMAC is not available here: {native.status()}")
     t = time.perf_counter()
     load = os.getloadavg()[0]  # other work on the machine (1-minute load average) when we start
     busy = busy_seconds()
@@ -136,11 +141,11 @@ def run(source: Path, fmt: str, rows: int, compression: str) -> float:
     cpu = time.process_time() - cpu
     others = "?" if busy is None else f"{max(0.0, (busy_seconds() - busy - cpu) / secs):.2f}"
     assert res.rows_in == rows and not res.reused
-    print(f"{fmt:8s} {rows:>12,} rows  {secs:7.2f} s  {rows / secs / 1e6:6.2f} M rows/s  "
+    print(f"{fmt:8s} {hmac:8s} {rows:>12,} rows  {secs:7.2f} s  {rows / secs / 1e6:6.2f} M rows/s  "
           f"(CPU {cpu:.1f} s = {cpu / rows * 1e6:.2f} µs/row, {cpu / secs:.2f} cores; load avg at start {load:.1f}, "
           f"other processes {others} cores)  "
           f"(valid/invalid/missing ids: {'/'.join(str(res.status['person_id'].get(k, 0)) for k in ('valid', 'invalid', 'missing'))})")
-    print("         " + "; ".join(f"{name.split(' ')[0]} {s:.2f}s" for name, s in rep.times))
+    print("                  " + "; ".join(f"{name.split(' ')[0]} {s:.2f}s" for name, s in rep.times))
     shutil.rmtree(work, ignore_errors=True)
     return rows / secs
 
@@ -151,15 +156,23 @@ def main() -> None:
     ap.add_argument("--formats", default="parquet,csv")
     ap.add_argument("--compression", default="lz4")
     ap.add_argument("--repeat", type=int, default=1, help="runs per format (report all, compare the best)")
+    ap.add_argument("--hmac", default="native" if native.enabled() else "default",
+                    help="default (polars-hash), native (the opt-in native HMAC) or both: default,native "
+                         "(runs alternate, for a fair comparison on a shared machine)")
     a = ap.parse_args()
     csv_path, pq_path = make_inputs(a.rows)
+    modes = a.hmac.split(",")
     print(f"polars {pl.__version__}, {os.cpu_count()} CPUs, store compression {a.compression}, "
-          f"HMAC: {native.status()}")
+          f"HMAC: {', '.join(modes)} (default = polars-hash)")
     for fmt in a.formats.split(","):
-        best = max(run(pq_path if fmt == "parquet" else csv_path, fmt, a.rows, a.compression)
-                   for _ in range(a.repeat))
+        rates: dict[str, list[float]] = {m: [] for m in modes}
+        for _ in range(a.repeat):
+            for m in modes:
+                rates[m].append(run(pq_path if fmt == "parquet" else csv_path, fmt, a.rows, a.compression, m))
         if a.repeat > 1:
-            print(f"{fmt:8s} best of {a.repeat}: {best / 1e6:.2f} M rows/s")
+            for m, r in rates.items():
+                print(f"{fmt:8s} {m:8s} best of {a.repeat}: {max(r) / 1e6:.2f} M rows/s, "
+                      f"median {statistics.median(r) / 1e6:.2f}")
 
 
 if __name__ == "__main__":
