@@ -258,7 +258,9 @@ def add(source: str | Path, spec: str | Path | Spec, store: str | Path | Store,
         # The source's hash (for idempotence) is computed while the source is opened, the plan
         # is made and the first slices are computed; it is needed before anything is written.
         hasher = stack.enter_context(ThreadPoolExecutor(max_workers=1))
-        source_sha = hasher.submit(file_sha256, source) if source.is_file() else None
+        stop_hashing = threading.Event()
+        stack.callback(stop_hashing.set)  # an error before the hash is needed does not wait for it
+        source_sha = hasher.submit(file_sha256, source, stop_hashing) if source.is_file() else None
         src = open_source(source, spec, work)
         _check_columns(src, spec)
         unnamed = [c for c in src.columns if c not in {col.source for col in spec.columns}]

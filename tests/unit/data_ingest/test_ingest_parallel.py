@@ -243,9 +243,9 @@ def test_slices_computed_while_the_source_is_hashed(env, tmp_path, monkeypatch):
     claimed = []
     real_claim = Store.claim_version
 
-    def slow(path):
+    def slow(path, *a):
         time.sleep(0.5)
-        return real(path)
+        return real(path, *a)
 
     def claim(self, dataset):
         claimed.append(sorted(p.name for p in (store / ".staging").rglob("part-*")))
@@ -361,3 +361,44 @@ def test_year_and_year_month_tables_equal_the_calendar(engine):
                                   rules.date_year_month_expr(pl.col("d")).alias("ym")).collect(engine=engine)
         assert got["y"].to_list() == frame["d"].dt.year().to_list() and got["y"].dtype == pl.Int32
         assert got["ym"].to_list() == frame["d"].dt.strftime("%Y-%m").to_list()
+
+
+def test_file_sha256_is_the_plain_sha256_and_can_be_stopped(tmp_path):
+    import hashlib
+    import threading
+
+    from data_ingest.sources import file_sha256
+
+    path = tmp_path / "blob"
+    data = random.Random(1).randbytes(9 * (1 << 20) + 123)
+    path.write_bytes(data)
+    assert file_sha256(path) == hashlib.sha256(data).hexdigest()
+    stop = threading.Event()
+    stop.set()
+    assert file_sha256(path, stop) is None
+
+
+def test_a_bad_file_is_reported_without_waiting_for_its_hash(env, tmp_path, monkeypatch):
+    """The hash runs beside the checks of the file; an error stops it (the run ends quickly)."""
+    import time
+
+    from data_ingest import pipeline
+
+    store, key = env
+    stopped = []
+    real = pipeline.file_sha256
+
+    def slow(path, stop=None):
+        for _ in range(200):  # up to 10 s, unless stopped
+            if stop is not None and stop.is_set():
+                stopped.append(True)
+                return None
+            time.sleep(0.05)
+        return real(path)
+
+    monkeypatch.setattr(pipeline, "file_sha256", slow)
+    src = write(tmp_path / "bad.csv", "a,b\n1,2\n")
+    t = time.perf_counter()
+    with pytest.raises(IngestError):
+        add(src, write(tmp_path / "s.toml", NUMBER_SPEC), store, key)
+    assert time.perf_counter() - t < 5 and stopped == [True]
