@@ -5,13 +5,15 @@ Order of work (no Python loop over rows: every step is a polars expression):
 1. open the source (format checked by its content) and the spec; compare the columns (missing
    ones stop the run, unnamed ones are dropped and reported);
 2. idempotence: a fingerprint of the source bytes, the spec, the key id and the objection
-   registers; an existing version with the same fingerprint is returned and nothing is written;
-3. claim the next version name, then, slice by slice (2 M rows): parse the spec's types, flag
-   every failing check, normalise and check identifiers (BSN 11-test), compute pseudonyms of the
-   valid ones (HMAC-SHA256: data_ingest.native, else polars-hash's Rust plugin) and the output
-   columns, all in one streaming query; stop at the first bad value (file, row, column),
-   remove objectors, generalise; a background thread writes each slice's part file into the
-   staging folder with the description in its footer while the next slice is computed;
+   registers; an existing version with the same fingerprint is returned and nothing is written
+   (the source is hashed in a thread while the plan is made and the first slices are computed;
+   nothing is written before the fingerprint is checked);
+3. claim the next version name, then, slice by slice (about 1 M rows, two slices at a time in
+   two threads): parse the spec's types, flag every failing check, normalise and check
+   identifiers (BSN 11-test), compute pseudonyms of the valid ones (HMAC-SHA256: polars-hash's
+   Rust plugin, or opt-in data_ingest.native) and the output columns, all in one streaming
+   query; stop at the first bad value of the file (file, row, column), remove objectors, and
+   write the slice's part file into the staging folder with the description in its footer;
 4. ``metadata.json`` with the counts, then one rename makes the version visible.
 """
 
