@@ -28,7 +28,7 @@ import itertools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import duckdb
 import numpy as np
@@ -330,12 +330,14 @@ def compute_evidence(
         ).to_numpy()
         top[idx] = tops
     if inner_only and res.height:
-        # margins and subtotals from the inner cells, along each dimension's tree
-        for a in (n, total, n_neg, n_miss):
-            _roll_up(structure, a, np.add)
-        _roll_up(structure, vmin, np.fmin)
-        _roll_up(structure, vmax, np.fmax)
-        _roll_up_top(structure, top, k, inner=idx)
+        # margins and subtotals from the inner cells, along each dimension's tree; top-k lists
+        # shorter than k were padded with -inf so that a margin keeps its children's real values
+        top[np.setdiff1d(np.arange(n_cells), idx)] = -np.inf
+        add = lambda b: b.sum(0)  # noqa: E731
+        _roll_up(structure, [(n, add), (total, add), (n_neg, add), (n_miss, add),
+                             (vmin, lambda b: np.fmin.reduce(b, axis=0)),
+                             (vmax, lambda b: np.fmax.reduce(b, axis=0)), (top, _top_k(k))])
+        top[~np.isfinite(top)] = 0.0
     if not magnitude:
         total = n.astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -359,55 +361,29 @@ def compute_evidence(
     )
 
 
-def _levels_of(dim) -> list[tuple[np.ndarray, list[np.ndarray]]]:
-    """Per depth (deepest first): parent positions and, for each, its children's positions."""
-    pos = {c: i for i, c in enumerate(dim.codes)}
-    kids: dict[int, list[int]] = {}
-    for c, p in dim.parent.items():
-        kids.setdefault(pos[p], []).append(pos[c])
-    depth = {}
-    for c in dim.codes:
-        d, x = 0, c
-        while x in dim.parent:
-            x = dim.parent[x]
-            d += 1
-        depth[pos[c]] = d
-    out = []
-    for d in sorted({depth[p] for p in kids}, reverse=True):
-        ps = [p for p in kids if depth[p] == d]
-        out.append((np.array(ps, dtype=np.int64), [np.array(kids[p], dtype=np.int64) for p in ps]))
-    return out
-
-
-def _roll_up(structure, arr: np.ndarray, op) -> None:
-    """Fill every non-inner cell of the flat ``arr`` from the inner cells, in place: dimension by
-    dimension, each parent code = ``op`` over its children (deepest parents first).  ``op`` is a
-    ufunc (``np.add``, ``np.fmin``, ``np.fmax``); ``arr`` must hold its identity elsewhere
-    (0 for sums, NaN for fmin/fmax)."""
-    t = arr.reshape(structure.shape)
+def _roll_up(structure, arrays: list[tuple[np.ndarray, Callable]]) -> None:
+    """Fill every non-inner cell of each flat array (one row per cell, any trailing axes) from the
+    inner cells, in place: dimension by dimension, each parent code = ``reduce(children)`` (the
+    children's block stacked on axis 0), deepest parents first.  Cells that are not inner must
+    hold the reduction's identity beforehand (0 for sums, NaN for fmin/fmax)."""
     for d, dim in enumerate(structure.dimensions):
-        td = np.moveaxis(t, d, 0)
-        for parents, children in _levels_of(dim):
-            for p, ch in zip(parents, children):
-                td[p] = op.reduce(td[ch], axis=0)
+        parents = sorted(dim.children, key=dim.depth, reverse=True)
+        kids = [(dim.position(p), np.array([dim.position(c) for c in dim.children[p]], dtype=np.int64))
+                for p in parents]
+        for arr, reduce in arrays:
+            td = np.moveaxis(arr.reshape(*structure.shape, *arr.shape[1:]), d, 0)
+            for p, ch in kids:
+                td[p] = reduce(td[ch])
 
 
-def _roll_up_top(structure, top: np.ndarray, k: int, inner: np.ndarray) -> None:
-    """Top-k contributions of every margin: the k largest of its children's top-k lists."""
-    n_cells = top.shape[0]
-    work = np.full((n_cells, k), -np.inf)
-    work[inner] = top[inner]      # inner lists padded with -inf where a cell has fewer than k units
-    t = work.reshape(*structure.shape, k)
-    for d, dim in enumerate(structure.dimensions):
-        td = np.moveaxis(t, d, 0)
-        for parents, children in _levels_of(dim):
-            for p, ch in zip(parents, children):
-                cand = np.moveaxis(td[ch], 0, -2).reshape(*td.shape[1:-1], ch.size * k)
-                if cand.shape[-1] > k:
-                    cand = np.partition(cand, cand.shape[-1] - k, axis=-1)[..., -k:]
-                td[p] = -np.sort(-cand, axis=-1)
-    out = np.where(np.isfinite(work), work, 0.0)
-    top[:] = out
+def _top_k(k: int) -> Callable:
+    """Reduction for :func:`_roll_up`: the k largest of the children's top-k lists (descending)."""
+    def merge(block: np.ndarray) -> np.ndarray:
+        cand = np.moveaxis(block, 0, -2).reshape(*block.shape[1:-1], block.shape[0] * k)
+        if cand.shape[-1] > k:
+            cand = np.partition(cand, cand.shape[-1] - k, axis=-1)[..., -k:]
+        return -np.sort(-cand, axis=-1)
+    return merge
 
 
 def _cast_labels(raw: pl.DataFrame, levels: list[str], con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
