@@ -618,6 +618,7 @@ def audit(
         n_cert = int(ok_c.size)
         n_rejected = int((~ok_c).sum())
         Ycert = Ycert[np.flatnonzero(ok_c)]
+    Ycert_csc = Ycert.tocsc() if Ycert is not None and Ycert.shape[0] else None
 
     cells: list[CellAudit] = []
     by_index: dict[int, CellAudit] = {}
@@ -683,7 +684,17 @@ def audit(
         single_up = np.zeros(k, bool)      # proved against each single attacker (not the coalition)
         single_dn = np.zeros(k, bool)
         suspect: dict[int, int] = {}       # a singleton no certificate of the primary avoids
-        if Ycert is not None and Ycert.shape[0]:
+
+        def reaches(cells: np.ndarray, x: np.ndarray):
+            """(up, down): does table value x of each cell reach its required bound (for a
+            "not exactly determined" cell: any move an attacker cannot round away)?"""
+            t = tol * np.maximum(1.0, np.abs(v[cells]))
+            d = np.abs(x - v[cells])
+            far = d >= 1 - 1e-9 if integer else d > t
+            z = both0[cells]
+            return np.where(z, far, x >= req_hi[cells] - t), np.where(z, far, x <= req_lo[cells] + t)
+
+        if Ycert_csc is not None:
             C_ = Ycert.tocoo()
             r_, c_, y_ = C_.row, C_.col, C_.data
             pk_ = pos[c_]
@@ -697,11 +708,8 @@ def audit(
             np.maximum.at(coal_hi, pk_[free], x_[free])
             # per primary: the certificate may change the primary itself and no other singleton
             own = prim[c_] & (moved_single[r_] - single_k[pk_] == 0)
-            tc = tol * np.maximum(1.0, np.abs(v[c_]))
-            z = both0[c_]
-            big = np.where(integer, np.abs(y_) >= 1 - 1e-9, np.abs(y_) > tc)
-            up = own & np.where(z, big, v[c_] + y_ >= req_hi[c_] - tc)
-            dn = own & np.where(z, big, v[c_] + y_ <= req_lo[c_] + tc)
+            reach_up, reach_dn = reaches(c_, v[c_] + y_)
+            up, dn = own & reach_up, own & reach_dn
             np.logical_or.at(cert_up, pk_[up], True)
             np.logical_or.at(cert_dn, pk_[dn], True)
             cert_up |= cert_dn & both0[idx]
@@ -714,7 +722,7 @@ def audit(
                 smask = (unk & (nu == 1)) if singletons else np.zeros(n, bool)
                 S = (Ycert @ sp.diags(smask.astype(float))).tocsr()
                 S.eliminate_zeros()
-                Yc = Ycert.tocsc()
+                Yc = Ycert_csc
                 todo = np.unique(c_[others & ~(cert_up[pk_] & cert_dn[pk_])])
                 for me in todo.tolist():
                     p0 = int(pos[me])
@@ -728,11 +736,7 @@ def audit(
                         if nu[me] <= 1 and mv.size:     # the primary's own unit is no attacker
                             mv = mv[~shares_unit(me, mv)]
                         moved.append(set(mv.tolist()))
-                    if both0[me]:
-                        far = np.abs(x_p - v[me]) >= (1 - 1e-9 if integer else t0_ + 1e-300)
-                        reach = {"up": far, "dn": far}
-                    else:
-                        reach = {"up": x_p >= req_hi[me] - t0_, "dn": x_p <= req_lo[me] + t0_}
+                    reach = dict(zip(("up", "dn"), reaches(np.full(x_p.size, me), x_p)))
                     for d_, flag, ok_arr in (("up", cert_up, single_up), ("dn", cert_dn, single_dn)):
                         if flag[p0]:
                             continue
@@ -962,7 +966,6 @@ def audit(
         child.eliminate_zeros()
         cnt = np.asarray(child @ unk.astype(np.int64)).reshape(-1)
         checked: set = set()
-        Ycert_csc = Ycert.tocsc() if Ycert is not None and Ycert.shape[0] else None
         for r in np.flatnonzero(cnt >= 2):
             ch = child.indices[child.indptr[r]:child.indptr[r + 1]]
             T = np.sort(ch[unk[ch]])
