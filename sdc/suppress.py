@@ -880,7 +880,7 @@ def suppress(
                 if not c.primary or c.protected:
                     continue
                 extra = None
-                who = c.attacker if c.attacker is not None else getattr(c, "suspect", None)
+                who = c.attacker if c.attacker is not None else c.suspect
                 if who is not None:
                     extra = np.zeros(n, bool)
                     extra[who] = True
