@@ -8,18 +8,13 @@ from hypothesis import strategies as st
 from sdc.audit import audit
 from sdc.structure import Dimension, TableStructure
 
+from sdc_helpers import mask as m
+
 
 def table_3x3():
     t = TableStructure([Dimension.flat("r", ["a", "b", "c"]), Dimension.flat("c", ["x", "y", "z"])])
     v = t.aggregate(np.array([[1, 5, 7], [6, 8, 9], [4, 3, 10]])).astype(float)
     return t, v
-
-
-def m(t, keys):
-    out = np.zeros(t.n_cells, bool)
-    for k in keys:
-        out[t.index(k)] = True
-    return out
 
 
 def test_lone_cell_in_line_is_determined():

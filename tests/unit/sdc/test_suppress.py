@@ -13,6 +13,8 @@ from sdc.audit import audit
 from sdc.structure import Dimension, TableStructure
 from sdc.suppress import secondary_suppression, suppress
 
+from sdc_helpers import mask
+
 
 def example1():
     """GaussSuppression vignette 'Small count frequency table suppression', dataset_a
@@ -23,13 +25,6 @@ def example1():
                       [3, 4, 6]])  # old
     v = t.aggregate(inner).astype(float)
     return t, v
-
-
-def mask(t, keys):
-    m = np.zeros(t.n_cells, bool)
-    for k in keys:
-        m[t.index(k)] = True
-    return m
 
 
 @pytest.mark.parametrize("method", ["optimal", "lp", "hypercube"])
