@@ -98,6 +98,10 @@ def _print_add(res, out) -> None:
         t.add_row("columns not in the spec (dropped)", ", ".join(res.dropped_unnamed))
     if res.dropped:
         t.add_row("columns dropped by the spec", ", ".join(res.dropped))
+    if res.status:
+        from .native import status
+
+        t.add_row("pseudonyms computed by", status())
     t.add_row("time", f"{res.seconds:.2f} s ({res.rows_per_second:,.0f} rows/s)")
     t.add_row("written to", str(res.path))
     out.print(t)

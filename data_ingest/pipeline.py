@@ -10,8 +10,8 @@ Order of work (no Python loop over rows: every step is a polars expression):
    nothing is written before the fingerprint is checked);
 3. claim the next version name, then, slice by slice (about 1 M rows, two slices at a time in
    two threads): parse the spec's types, flag every failing check, normalise and check
-   identifiers (BSN 11-test), compute pseudonyms of the valid ones (HMAC-SHA256: polars-hash's
-   Rust plugin, or opt-in data_ingest.native) and the output columns, all in one streaming
+   identifiers (BSN 11-test), compute pseudonyms of the valid ones (HMAC-SHA256:
+   data_ingest.native, or polars-hash's Rust plugin) and the output columns, all in one streaming
    query; stop at the first bad value of the file (file, row, column), remove objectors, and
    write the slice's part file into the staging folder with the description in its footer;
 4. ``metadata.json`` with the counts, then one rename makes the version visible.

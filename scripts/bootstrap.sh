@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Install and start what this machine lacks, idempotently (Debian, as root):
 #   a Docker engine (Debian's docker.io) and iptables, debootstrap (to bootstrap the base image),
-#   configurable-http-proxy (npm), the Python environment from requirements.lock (uv),
-#   and with --browser Chromium for the browser tests.
+#   configurable-http-proxy (npm), a C compiler (for data_ingest's native HMAC), the Python
+#   environment from requirements.lock (uv), and with --browser Chromium for the browser tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -17,6 +17,7 @@ have iptables || need_apt+=(iptables)
 have debootstrap || need_apt+=(debootstrap)
 have ip || need_apt+=(iproute2)
 have npm || need_apt+=(npm)
+have cc || need_apt+=(gcc libc6-dev)
 if [[ "${1:-}" == "--browser" ]]; then
   have chromium || need_apt+=(chromium)
 fi
@@ -54,4 +55,7 @@ if [[ ! -f "$stamp" ]]; then
   uv pip install --quiet -p .venv/bin/python --no-deps -e .
   rm -f .venv/.lock-*; touch "$stamp"
 fi
+# Build and self-test data_ingest's native HMAC now rather than in the first ingest run; when it
+# cannot be built, ingest uses polars-hash (same pseudonyms, about half the speed) and says so.
+.venv/bin/python -m data_ingest.native || say "continuing: ingest will use polars-hash"
 say "ready"

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from data_ingest import native
 from ingest_helpers import PERSON_CSV, PERSON_SPEC, write
 
 INGEST = Path(sys.executable).with_name("ingest")
@@ -18,7 +19,8 @@ pytestmark = pytest.mark.skipif(not INGEST.exists(), reason="the ingest script i
 
 
 def run(*args, env_extra=None, cwd=None):
-    env = {k: v for k, v in os.environ.items() if k not in ("INGEST_KEY_FILE", "WORKSPACE_STORE", "INGEST_DEBUG")}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("INGEST_KEY_FILE", "WORKSPACE_STORE", "INGEST_DEBUG", native.ENV_SWITCH)}
     env.update(env_extra or {})
     return subprocess.run([str(INGEST), *map(str, args)], capture_output=True, text=True, env=env, cwd=cwd,
                           timeout=120)
@@ -67,6 +69,8 @@ def test_add_catalog_and_a_summary(cli_env, tmp_path):
     p = run("add", src, "--spec", spec, "--store", store, "--key-file", key)
     assert p.returncode == 0, p.stderr
     assert "cli_people@v1" in p.stdout and "rows in" in p.stdout and "name" in p.stdout  # dropped, reported
+    assert "pseudonyms computed by" in p.stdout  # which HMAC ran: native by default, or polars-hash
+    assert ("native" if native.available(force=True) else "polars-hash") in p.stdout
     p = run("add", src, "--spec", spec, "--store", store, "--key-file", key)
     assert p.returncode == 0 and "nothing written" in p.stdout
     obj = write(tmp_path / "objections.txt", "123456782\n")

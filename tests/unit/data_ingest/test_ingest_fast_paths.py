@@ -22,9 +22,42 @@ needs_native = pytest.mark.skipif(not native.available(force=True),
 
 
 @pytest.fixture(autouse=True)
-def _opt_in_to_native(monkeypatch):
-    """The native HMAC is opt-in; these tests compare it with the default path."""
-    monkeypatch.setenv(native.ENV_SWITCH, "1")
+def _default_switch(monkeypatch):
+    """As a data manager runs it: the switch unset (the native HMAC on by default)."""
+    monkeypatch.delenv(native.ENV_SWITCH, raising=False)
+
+
+@needs_native
+def test_native_is_the_default_and_can_be_turned_off(monkeypatch):
+    key = "ab" * 32
+    want = [rules.pseudonym(key, "111222333"), None]
+    s = pl.Series("n", ["111222333", None])
+    assert native.enabled() and native.status().startswith("native")
+    assert native.hmac_function(key, 32)(s).to_list() == want
+    for off in ("0", "off", "False"):
+        monkeypatch.setenv(native.ENV_SWITCH, off)
+        assert not native.enabled() and native.hmac_function(key, 32) is None
+        assert native.status() == f"polars-hash ({native.ENV_SWITCH}=0)"
+        assert pl.DataFrame({"n": s}).select(rules.pseudonym_expr(pl.col("n"), key)).to_series().to_list() == want
+
+
+@needs_native
+@pytest.mark.parametrize("bug", [
+    ('HEX[] = "0123456789abcdef"', 'HEX[] = "0123456789abcdeF"'),  # wrong output text
+    ("c = *inner;", "c = *inner; if (len == 55) len = 54;"),  # wrong only at a SHA-256 padding boundary
+    ("update(&c, src, (size_t)len)", "update(&c, src, (size_t)(len == 12 ? 11 : len))"),  # 12-byte inline views
+])
+def test_a_wrong_native_library_fails_its_self_test(tmp_path, monkeypatch, bug):
+    """A library that computes anything else than HMAC-SHA256 is never used: ingest falls back to
+    polars-hash and says why."""
+    old, new = bug
+    assert old in native.C_SOURCE
+    monkeypatch.setattr(native, "C_SOURCE", native.C_SOURCE.replace(old, new))
+    monkeypatch.setattr(native, "_state", {})
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert not native.available()
+    assert "self-test failed" in native.status() and native.status().startswith("polars-hash")
+    assert native.hmac_function("ab" * 32, 32) is None
 
 
 def _random_text(rng: random.Random) -> str | None:
