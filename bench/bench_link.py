@@ -322,12 +322,15 @@ def main() -> None:
         print(f"link #{run + 1}: {p['records_without_valid_id']:,} records in, {p['linked']:,} links  "
               f"{secs:7.1f} s  (CPU {cpu:.1f} s, {cpu / secs:.2f} cores; peak RSS {peak:,.0f} MB"
               f"{'' if reset else ' (whole process)'}; load avg at start {load:.1f}, other processes {others} cores)")
-        print(f"   precision {q['precision']:.4f}  recall {q['recall']:.4f}  ({q['correct']:,} correct of "
+        print(f"   precision {q['precision']:.5f}  recall {q['recall']:.5f}  ({q['correct']:,} correct of "
               f"{q['links']:,} links; {q['linkable']:,} records linkable; {q['wrong_person']:,} to the wrong person, "
               f"{q['linked_unlinkable']:,} of unlinkable records)")
         print(f"   pairs scored {p['pairs_scored']:,}; several candidates above threshold "
               f"{p['records_with_several_candidates_above_threshold']:,}; {'; '.join(p['training'])}")
-        print("   " + "; ".join(f"{name.split(' of ')[0]} {w:.1f}s (CPU {c:.1f})" for name, w, c in rep.times))
+        for name, w, c in rep.times:
+            if w >= 0.05:
+                name = name.replace("probabilistic linkage of lab to persons", "lab → persons")
+                print(f"   {w:6.1f} s (CPU {c:6.1f})  {name}")
         if run + 1 < a.repeat:
             remove_tree(res.path)
     remove_tree(work)  # the store and its key: nothing of a run is kept

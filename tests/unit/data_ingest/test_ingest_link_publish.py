@@ -159,3 +159,40 @@ def test_publish_refuses_unknown_project_and_unlisted_dataset(demo_run):
     with pytest.raises(IngestError, match="no version v9"):
         publish(store, ["persons@v9"], "covid", key)
     assert not (store / "projects" / "covid" / "data" / "income").exists()
+
+
+def test_birth_date_distance_guard_keeps_every_pair_one_edit_apart():
+    """linkage puts a cheap test (two of year, month, day equal) before the birth dates'
+    Damerau-Levenshtein distance: it must hold for every pair of dates one edit apart, so the
+    comparison level of every pair is the same as with the distance alone."""
+    from datetime import date, timedelta
+
+    from data_ingest.linkage import _TWO_OF_YMD_EQUAL
+
+    base = [date(1, 1, 1), date(5, 3, 1), date(999, 12, 31), date(1000, 1, 10), date(1900, 10, 1),
+            date(1950, 11, 30), date(1969, 7, 21), date(2000, 2, 29), date(2012, 12, 21), date(9999, 12, 31)]
+    base += [date(1920, 1, 1) + timedelta(days=d) for d in range(0, 36500, 997)]
+    pairs = []
+    for d in base:
+        s = d.isoformat()
+        edits = {s[:i] + s[i + 1] + s[i] + s[i + 2:] for i in range(len(s) - 1)}  # transpositions
+        for i in range(len(s) + 1):
+            edits.add(s[:i] + s[i + 1:])  # deletions
+            for c in "0123456789-":
+                edits.add(s[:i] + c + s[i + 1:])  # substitutions
+                edits.add(s[:i] + c + s[i:])  # insertions
+        for e in edits:
+            try:
+                pairs.append((d, date.fromisoformat(e)))
+            except ValueError:
+                pass
+        pairs += [(d, b) for b in base]  # and pairs far apart
+    df = pl.DataFrame(pairs, schema={"birth_date_l": pl.Date, "birth_date_r": pl.Date}, orient="row")
+    con = duckdb.connect()
+    con.register("pairs", df.to_arrow())
+    dl = "damerau_levenshtein(CAST(birth_date_l AS VARCHAR), CAST(birth_date_r AS VARCHAR)) <= 1"
+    one_edit, dropped, guarded = con.sql(
+        f"SELECT count(*) FILTER ({dl}), count(*) FILTER ({dl} AND NOT ({_TWO_OF_YMD_EQUAL})), "
+        f"count(*) FILTER ({_TWO_OF_YMD_EQUAL}) FROM pairs").fetchall()[0]
+    assert one_edit > 1000 and dropped == 0
+    assert guarded < len(pairs)  # and the guard does exclude pairs
