@@ -326,7 +326,8 @@ def main() -> None:
               f"{q['links']:,} links; {q['linkable']:,} records linkable; {q['wrong_person']:,} to the wrong person, "
               f"{q['linked_unlinkable']:,} of unlinkable records)")
         print(f"   pairs scored {p['pairs_scored']:,}; several candidates above threshold "
-              f"{p['records_with_several_candidates_above_threshold']:,}; {'; '.join(p['training'])}")
+              f"{p['records_with_several_candidates_above_threshold']:,} (tied best, not linked: "
+              f"{p['records_with_tied_best_candidates_not_linked']:,}); {'; '.join(p['training'])}")
         for name, w, c in rep.times:
             if w >= 0.05:
                 name = name.replace("probabilistic linkage of lab to persons", "lab → persons")

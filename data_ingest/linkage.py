@@ -83,7 +83,26 @@ def link(store: str | Path | Store, datasets: list[str] | None = None, threshold
         return LinkResult(run_id, True, run_dir, json.loads((run_dir / "report.json").read_text()))
 
     store.ensure()
-    con = duckdb.connect()
+    # DuckDB (ours and Splink's) spills to disk above its memory limit: into the store's staging
+    # area, never into the folder the command runs in; removed at the end.
+    with store.staging("linkage-spill") as spill:
+        report, all_links = _link_all(infos, run_id, threshold, eval_sample, rep, spill)
+
+    with store.staging("linkage") as stage:
+        all_links.select("dataset", "version", "_rid", "pid", "match_probability", "match_weight") \
+            .write_parquet(stage / "links.parquet")
+        write_json(stage / "report.json", report)
+        (stage / "report.md").write_text(report_markdown(report), encoding="utf-8")
+        if run_dir.exists():  # an earlier run died half-way through the rename: impossible, but tidy
+            remove_tree(run_dir)
+        (stage).rename(run_dir)
+        make_readonly(run_dir)
+    return LinkResult(run_id, False, run_dir, report)
+
+
+def _link_all(infos, run_id, threshold, eval_sample, rep, spill: Path) -> tuple[dict[str, Any], pl.DataFrame]:
+    """Counts, deterministic and probabilistic linkage and bias: the report and the links."""
+    con = duckdb.connect(config={"temp_directory": str(spill)})
     con.execute("SET threads TO 2")
     for i in infos:
         con.execute(f"CREATE VIEW \"{i['dataset']}\" AS SELECT * FROM read_parquet({i['files']!r})")
@@ -145,7 +164,7 @@ def link(store: str | Path | Store, datasets: list[str] | None = None, threshold
         spine = spines.get(i["kind"])
         if spine is None or spine is i or i["keys"] is None or spine["keys"] is None:
             continue
-        res = probabilistic(i, spine, threshold, eval_sample, reporter=rep)
+        res = probabilistic(i, spine, threshold, eval_sample, reporter=rep, spill=spill)
         if res is None:
             continue
         summary, found = res
@@ -171,17 +190,8 @@ def link(store: str | Path | Store, datasets: list[str] | None = None, threshold
             b = bias(con, i, spine, all_links.filter(pl.col("dataset") == i["dataset"]), infos)
             if b:
                 report["bias"].append(b)
-
-    with store.staging("linkage") as stage:
-        all_links.select("dataset", "version", "_rid", "pid", "match_probability", "match_weight") \
-            .write_parquet(stage / "links.parquet")
-        write_json(stage / "report.json", report)
-        (stage / "report.md").write_text(report_markdown(report), encoding="utf-8")
-        if run_dir.exists():  # an earlier run died half-way through the rename: impossible, but tidy
-            remove_tree(run_dir)
-        (stage).rename(run_dir)
-        make_readonly(run_dir)
-    return LinkResult(run_id, False, run_dir, report)
+    con.close()
+    return report, all_links
 
 
 def _pct(a, b) -> float | None:
@@ -191,6 +201,7 @@ def _pct(a, b) -> float | None:
 # --- probabilistic linkage ------------------------------------------------------------------------
 
 ROLES = ("birth_date", "sex", "postcode")
+TIE_TOLERANCE = 1e-9  # match weights this close are a tie (the same pattern of agreement)
 
 
 # Two dates one edit apart as text (YYYY-MM-DD) differ in one of year, month and day only: an
@@ -241,12 +252,13 @@ def _comparisons(roles: list[str]) -> list[dict[str, Any]]:
 
 
 def probabilistic(ds: dict[str, Any], spine: dict[str, Any], threshold: float, eval_sample: int,
-                  seed: int = 20240101,
-                  reporter: Reporter | None = None) -> tuple[dict[str, Any], pl.DataFrame] | None:
+                  seed: int = 20240101, reporter: Reporter | None = None,
+                  spill: Path | None = None) -> tuple[dict[str, Any], pl.DataFrame] | None:
     """Link ``ds``'s records without a valid id to the spine; returns (summary, links).
 
     Each step is a stage of ``reporter`` (on 1 M records to a 1 M spine the EM blocked on birth
-    date and the scoring of about 50 M candidate pairs take most of the time)."""
+    date and the scoring of about 50 M candidate pairs take most of the time). DuckDB spills into
+    ``spill`` when given."""
     rep = reporter or Reporter()
     what = f"probabilistic linkage of {ds['dataset']} to {spine['dataset']}"
     with rep.stage(f"{what}: reading linkage keys"):
@@ -261,7 +273,7 @@ def probabilistic(ds: dict[str, Any], spine: dict[str, Any], threshold: float, e
     cols = ["unique_id", *roles]
     l_tab = left.with_columns(pl.col("_rid").alias("unique_id")).select(cols).to_arrow()
     r_tab = right.with_columns(pl.col("_rid").alias("unique_id")).select(cols).to_arrow()
-    db = DuckDBAPI()
+    db = DuckDBAPI(duckdb.connect(config={"temp_directory": str(spill)}) if spill else ":memory:")
     sdf_l = db.register(l_tab, dataset_display_name="records")
     sdf_r = db.register(r_tab, dataset_display_name="spine")
     blocking = [block_on(r) for r in roles if r != "sex"]
@@ -295,7 +307,9 @@ def probabilistic(ds: dict[str, Any], spine: dict[str, Any], threshold: float, e
         p = pl.from_arrow(pred.as_duckdbpyrelation().to_arrow_table())
         _drop_splink_tables(linker, db)
     with rep.stage(f"{what}: best match per record"):
-        return _best_matches(ds, spine, threshold, p, left, right, todo, test, roles, blocking, linker, em_notes)
+        result = _best_matches(ds, spine, threshold, p, left, right, todo, test, roles, blocking, linker, em_notes)
+    db.duckdb_con.close()
+    return result
 
 
 def _drop_splink_tables(linker, db) -> None:
@@ -325,6 +339,19 @@ def _prepare(ds, spine, eval_sample, seed):
     return left, right, todo, test, roles
 
 
+def best_candidates(above: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The best candidate per record (``_rid``) among pairs above the threshold (``_spine_rid``,
+    ``match_probability``, ``match_weight``), and the records left unlinked because several
+    candidates share the best weight (spine persons with the same keys: the record is ambiguous,
+    and giving it to one of them would be a guess)."""
+    top = (above.group_by("_rid")
+           .agg(pl.col("_spine_rid", "match_probability", "match_weight").get(pl.col("match_weight").arg_max()),
+                (pl.col("match_weight") >= pl.col("match_weight").max() - TIE_TOLERANCE).sum().alias("_best"))
+           .sort("_rid"))
+    return (top.filter(pl.col("_best") == 1).drop("_best"),
+            top.filter(pl.col("_best") > 1).select("_rid"))
+
+
 def _best_matches(ds, spine, threshold, p, left, right, todo, test, roles, blocking, linker, em_notes):
     # Splink orders the pair by source dataset name: find which side is the spine.
     if p.height:
@@ -337,12 +364,10 @@ def _best_matches(ds, spine, threshold, p, left, right, todo, test, roles, block
                                  "match_weight": pl.Float64})
     above = p.filter(pl.col("match_probability") >= threshold)
     multi = above.group_by("_rid").agg(pl.len().alias("k")).filter(pl.col("k") > 1).height
-    # Equal weights (two spine persons with the same keys): the lower spine row, not whichever
-    # DuckDB happened to return first, so a fresh run on the same inputs gives the same links.
-    best = (above.sort(["_rid", "match_weight", "_spine_rid"], descending=[False, True, False])
-            .unique("_rid", keep="first")
-            .join(right.select(pl.col("_rid").alias("_spine_rid"), "pid"), on="_spine_rid")
+    chosen, tied_rids = best_candidates(above)
+    best = (chosen.join(right.select(pl.col("_rid").alias("_spine_rid"), "pid"), on="_spine_rid")
             .join(left.select("_rid", "_test", pl.col("pid").alias("_true_pid")), on="_rid"))
+    tied = tied_rids.join(left.filter(~pl.col("_test")).select("_rid"), on="_rid").height
     found = best.filter(~pl.col("_test")).select("_rid", "pid", "match_probability", "match_weight")
     t = best.filter(pl.col("_test"))
     correct = t.filter(pl.col("pid") == pl.col("_true_pid")).height
@@ -355,6 +380,7 @@ def _best_matches(ds, spine, threshold, p, left, right, todo, test, roles, block
                                           for b in blocking],
         "records_without_valid_id": todo.height, "linked": found.height,
         "records_with_several_candidates_above_threshold": multi,
+        "records_with_tied_best_candidates_not_linked": tied,
         "pairs_scored": p.height,
         "match_weight_median": float(weights.median()) if p.height else None,
         "match_weight_histogram": {str(int(w)): n for w, n in hist.iter_rows()},
@@ -463,7 +489,8 @@ def report_markdown(r: dict[str, Any]) -> str:
             e = p["evaluation"]
             lines += [f"- **{p['dataset']} → {p['spine']}** on {', '.join(p['keys'])}: {p['linked']} of "
                       f"{p['records_without_valid_id']} records without a valid id linked; "
-                      f"{p['records_with_several_candidates_above_threshold']} had several candidates; "
+                      f"{p['records_with_several_candidates_above_threshold']} had several candidates, "
+                      f"{p.get('records_with_tied_best_candidates_not_linked', 0)} of them tied best ones (not linked); "
                       f"{p['pairs_scored']} pairs scored.",
                       f"  Evaluation on {e['test_records']} records with a known id: precision {e['precision']}, "
                       f"recall {e['recall']}."]

@@ -113,6 +113,9 @@ def test_linkage_report(demo_run):
     assert pairs[("income", "persons", "deterministic")]["pct_records_a_linked"] > 90
     prob = {p["dataset"].split("@")[0]: p for p in r["probabilistic"]}
     assert prob["covid_tests"]["linked"] > 0.8 * prob["covid_tests"]["records_without_valid_id"]
+    assert 0 <= prob["covid_tests"]["records_with_tied_best_candidates_not_linked"] \
+        <= prob["covid_tests"]["records_with_several_candidates_above_threshold"]
+    assert not any((store / ".staging").iterdir())  # the spill folder and the staged run are gone
     ev = prob["admissions"]["evaluation"]
     assert ev["test_records"] > 100 and ev["precision"] >= 0.95 and ev["recall"] >= 0.8
     bias = {b["dataset"]: b for b in r["bias"]}
@@ -196,3 +199,23 @@ def test_birth_date_distance_guard_keeps_every_pair_one_edit_apart():
         f"count(*) FILTER ({_TWO_OF_YMD_EQUAL}) FROM pairs").fetchall()[0]
     assert one_edit > 1000 and dropped == 0
     assert guarded < len(pairs)  # and the guard does exclude pairs
+
+
+def test_tied_best_candidates_are_not_linked():
+    """A record whose best match weight is shared by two spine persons (the same keys) is
+    ambiguous: it stays unlinked and is counted; a clear best candidate is taken even when
+    others are above the threshold too."""
+    from data_ingest.linkage import best_candidates
+
+    above = pl.DataFrame({
+        "_rid":              [1, 1, 2, 2, 2, 3, 4, 4],
+        "_spine_rid":        [10, 11, 20, 21, 22, 30, 41, 40],
+        "match_probability": [0.99, 0.99, 0.95, 0.999, 0.97, 0.91, 0.96, 0.96],
+        "match_weight":      [12.5, 12.5, 8.0, 14.0, 9.0, 3.3, 7.25, 7.25 + 1e-12],
+    })
+    chosen, tied = best_candidates(above)
+    assert chosen.select("_rid", "_spine_rid").rows() == [(2, 21), (3, 30)]
+    assert chosen.filter(pl.col("_rid") == 2)["match_weight"].item() == 14.0
+    assert tied["_rid"].to_list() == [1, 4]  # 4: equal up to rounding
+    empty_chosen, empty_tied = best_candidates(above.clear())
+    assert empty_chosen.height == 0 and empty_tied.height == 0
