@@ -10,7 +10,7 @@ Synthetic inputs, generated once under bench/out/ (git-ignored) and reused:
   per tested person (mean 2.2), birth date, sex, postcode, test date, result. Errors as in the
   demo's laboratory file plus a few more: birth date off by 1 or 9 days (2 %), day and month
   swapped (0.5 %), postcode of somewhere else (moved, 5 %), one postcode letter wrong (1 %),
-  postcode missing (0.5 %), sex missing (1 %). 2 % of the tested people are not in the
+  postcode missing (0.5 %), sex missing (1 %) or the other one (0.3 %). 2 % of the tested people are not in the
   register at all, and 2.5 % of the registered ones have no valid BSN there: their records have
   no correct match;
 - ``truth.parquet`` -- the true BSN of every laboratory record (row number = ``_rid``).
@@ -57,7 +57,7 @@ from data_ingest.rules import normalise_bsn  # noqa: E402
 from data_ingest.store import Store, remove_tree  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "out"
-GENERATOR = 1  # bump when the generated data change
+GENERATOR = 2  # bump when the generated data change
 
 SPINE_SPEC = """
 [dataset]
@@ -204,7 +204,10 @@ def make_inputs(persons: int, records: int, seed: int) -> Path:
     tpc[k] = [p[:q] + c + p[q + 1:] for p, q, c in zip(tpc[k], pos, new)]
     tpc[(v >= 0.06) & (v < 0.065)] = None
     tsex = sex[idx].astype(object)
-    tsex[rng.random(records) < 0.01] = None
+    rs = rng.random(records)
+    tsex[rs < 0.01] = None
+    wrong = (rs >= 0.01) & (rs < 0.013)  # recorded as the other sex
+    tsex[wrong] = np.where(sex[idx][wrong] == "M", "V", "M")
     pl.DataFrame({
         "geboortedatum": tb, "geslacht": pl.Series(tsex, dtype=pl.String),
         "postcode": pl.Series(tpc, dtype=pl.String),

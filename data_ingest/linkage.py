@@ -232,10 +232,14 @@ def _comparisons(roles: list[str]) -> list[dict[str, Any]]:
             {"sql_condition": "ELSE", "label_for_charts": "else", "m_probability": 0.02},
         ]})
     if "sex" in roles:
+        # m is fixed, not trained: sources where sex never differs between a record and its person
+        # teach EM m ≈ 0 for "differs", and then one recording error (or a change of registered
+        # sex) would veto the link whatever else agrees (weight -84 instead of about -5).
         comps.append({"output_column_name": "sex", "comparison_levels": [
             {"sql_condition": "sex_l IS NULL OR sex_r IS NULL", "label_for_charts": "null", "is_null_level": True},
-            {"sql_condition": "sex_l = sex_r", "label_for_charts": "exact", "m_probability": 0.98},
-            {"sql_condition": "ELSE", "label_for_charts": "else", "m_probability": 0.02},
+            {"sql_condition": "sex_l = sex_r", "label_for_charts": "exact", "m_probability": 0.98,
+             "fix_m_probability": True},
+            {"sql_condition": "ELSE", "label_for_charts": "else", "m_probability": 0.02, "fix_m_probability": True},
         ]})
     if "postcode" in roles:
         comps.append({"output_column_name": "postcode", "comparison_levels": [

@@ -116,6 +116,9 @@ def test_linkage_report(demo_run):
     assert 0 <= prob["covid_tests"]["records_with_tied_best_candidates_not_linked"] \
         <= prob["covid_tests"]["records_with_several_candidates_above_threshold"]
     assert not any((store / ".staging").iterdir())  # the spill folder and the staged run are gone
+    # sex's m is fixed (the demo never records the other sex: EM would learn m = 0 and veto links)
+    sex = {lvl["level"]: lvl["m"] for lvl in prob["covid_tests"]["m_u"]["sex"]}
+    assert sex == {"exact": 0.98, "else": 0.02}
     ev = prob["admissions"]["evaluation"]
     assert ev["test_records"] > 100 and ev["precision"] >= 0.95 and ev["recall"] >= 0.8
     bias = {b["dataset"]: b for b in r["bias"]}
