@@ -157,8 +157,9 @@ def _print_link(res, out) -> None:
         e = p["evaluation"]
         ev = (f"evaluated on {e['test_records']:,} records with a known id: precision {e['precision']}, "
               f"recall {e['recall']}" if e["test_records"] else "no records with a known id to evaluate on")
+        tied = p.get("records_with_tied_best_candidates_not_linked", 0)
         out.print(f"probabilistic {p['dataset']} → {p['spine']}: {p['linked']:,} of {p['records_without_valid_id']:,} "
-                  f"linked; {ev}")
+                  f"linked" + (f" ({tied:,} ambiguous: tied best candidates, not linked)" if tied else "") + f"; {ev}")
     for d in r["duplicates"]:
         if d["units_with_several_records"] and "spine" in d["note"]:
             out.print(f"[yellow]duplicates in the spine {d['dataset']}: {d['units_with_several_records']} units[/]")

@@ -28,7 +28,7 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import duckdb
 import polars as pl
@@ -266,10 +266,10 @@ def probabilistic(ds: dict[str, Any], spine: dict[str, Any], threshold: float, e
     rep = reporter or Reporter()
     what = f"probabilistic linkage of {ds['dataset']} to {spine['dataset']}"
     with rep.stage(f"{what}: reading linkage keys"):
-        res = _prepare(ds, spine, eval_sample, seed)
-    if res is None:
+        inp = _prepare(ds, spine, eval_sample, seed)
+    if inp is None:
         return None
-    left, right, todo, test, roles = res
+    left, right, roles = inp.left, inp.right, inp.roles
 
     from splink import DuckDBAPI, Linker, SettingsCreator, block_on
 
@@ -311,7 +311,7 @@ def probabilistic(ds: dict[str, Any], spine: dict[str, Any], threshold: float, e
         p = pl.from_arrow(pred.as_duckdbpyrelation().to_arrow_table())
         _drop_splink_tables(linker, db)
     with rep.stage(f"{what}: best match per record"):
-        result = _best_matches(ds, spine, threshold, p, left, right, todo, test, roles, blocking, linker, em_notes)
+        result = _best_matches(ds, spine, threshold, p, inp, blocking, linker, em_notes)
     db.duckdb_con.close()
     return result
 
@@ -326,7 +326,15 @@ def _drop_splink_tables(linker, db) -> None:
         con.execute(f'DROP TABLE IF EXISTS "{name}"')
 
 
-def _prepare(ds, spine, eval_sample, seed):
+class _Inputs(NamedTuple):
+    left: pl.DataFrame  # the records to link (todo) and the test records, with a flag "_test"
+    right: pl.DataFrame  # the spine's records with a valid id
+    todo: pl.DataFrame  # records without a valid id
+    test: pl.DataFrame  # records with a valid id whose person is in the spine
+    roles: list[str]  # the linkage keys both sides have
+
+
+def _prepare(ds, spine, eval_sample, seed) -> _Inputs | None:
     left_all = pl.read_parquet(ds["keys"])
     right = pl.read_parquet(spine["keys"]).filter(pl.col("status") == STATUS_VALID)
     roles = [r for r in ROLES if r in left_all.columns and r in right.columns]
@@ -340,7 +348,7 @@ def _prepare(ds, spine, eval_sample, seed):
                       test.with_columns(pl.lit(True).alias("_test"))])
     if left.height == 0:
         return None
-    return left, right, todo, test, roles
+    return _Inputs(left, right, todo, test, roles)
 
 
 def best_candidates(above: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -356,7 +364,8 @@ def best_candidates(above: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
             top.filter(pl.col("_best") > 1).select("_rid"))
 
 
-def _best_matches(ds, spine, threshold, p, left, right, todo, test, roles, blocking, linker, em_notes):
+def _best_matches(ds, spine, threshold, p, inp: _Inputs, blocking, linker, em_notes):
+    left, right, todo, test, roles = inp
     # Splink orders the pair by source dataset name: find which side is the spine.
     if p.height:
         left_is_l = p["source_dataset_l"][0] == "records"
