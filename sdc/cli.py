@@ -49,15 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--value", default=None, help="value column (for sum, mean, median, pNN, min, max)")
     t.add_argument("--stat", default=None, help="count (default without --value), sum, mean (default with "
                    "--value), median, pNN, min, max")
-    t.add_argument("--unit", default=None, help="unit id column: rows are summed per unit first")
     t.add_argument("--hierarchy", action="append", default=[], metavar="CHILD:PARENT",
                    help="CHILD is nested in PARENT (repeatable); subtotals become cells")
-    t.add_argument("--policy", default="acro", help="shipped policy name or a .toml file (default: acro)")
-    t.add_argument("--format", default=None, choices=["json", "csv", "html", "xlsx"],
-                   help="output format (default: from -o's suffix, else json)")
-    t.add_argument("-o", "--output", default=None, metavar="FILE", help="write to FILE instead of stdout")
-    t.add_argument("--reveal", action="store_true",
-                   help="JSON only: add true values of suppressed cells (for a checker's eyes only)")
+    _common(t, "table", unit_help="unit id column: rows are summed per unit first")
 
     f = sub.add_parser("figure", help="draw a figure from checked aggregates",
                        description="Draw a figure from checked aggregates (histogram, bar, line, box, "
@@ -69,14 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--by", default=None, help="group column")
     f.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="kind option, e.g. bins=20 or range=[0,100] (VALUE is JSON, else text; repeatable)")
-    _common(f, ["json", "csv", "png", "html"])
+    _common(f, "figure")
 
     m = sub.add_parser("model", help="fit a regression model and check it",
                        description="Fit a regression model (formula like 'y ~ x + C(group)') and check it.")
     m.add_argument("data", metavar="DATA", help="Parquet file/folder/glob, CSV file, or a SQL query")
     m.add_argument("formula", metavar="FORMULA", help="e.g. 'income ~ age + C(sex)'")
     m.add_argument("--family", default="ols", choices=["ols", "logit", "probit", "poisson"])
-    _common(m, ["json", "csv", "html"])
+    _common(m, "model")
 
     pp = sub.add_parser("policies", help="list the shipped policies with their numbers",
                         description="List the shipped policies with their numbers.")
@@ -84,24 +78,32 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _common(p: argparse.ArgumentParser, formats: list[str]) -> None:
-    p.add_argument("--unit", default=None, help="unit id column: rules count units, not rows")
+# Output formats per command; the binary ones need -o FILE.
+FORMATS = {"table": ("json", "csv", "html", "xlsx"), "figure": ("json", "csv", "png", "html"),
+           "model": ("json", "csv", "html")}
+BINARY_FORMATS = ("xlsx", "png")
+
+
+def _common(p: argparse.ArgumentParser, command: str,
+            unit_help: str = "unit id column: rules count units, not rows") -> None:
+    """The options every checked output has: unit, policy, format, output file, reveal."""
+    p.add_argument("--unit", default=None, help=unit_help)
     p.add_argument("--policy", default="acro", help="shipped policy name or a .toml file (default: acro)")
-    p.add_argument("--format", default=None, choices=formats,
+    p.add_argument("--format", default=None, choices=FORMATS[command],
                    help="output format (default: from -o's suffix, else json)")
     p.add_argument("-o", "--output", default=None, metavar="FILE", help="write to FILE instead of stdout")
     p.add_argument("--reveal", action="store_true",
                    help="JSON only: add the true values of what is withheld (for a checker's eyes only)")
 
 
-def _format(a: argparse.Namespace, formats: tuple[str, ...], binary: tuple[str, ...] = ()) -> str:
+def _format(a: argparse.Namespace) -> str:
     from sdc.errors import SdcError
 
     fmt = a.format
     if fmt is None:
         suffix = os.path.splitext(a.output or "")[1].lstrip(".").lower()
-        fmt = suffix if suffix in formats else "json"
-    if fmt in binary and not a.output:
+        fmt = suffix if suffix in FORMATS[a.command] else "json"
+    if fmt in BINARY_FORMATS and not a.output:
         raise SdcError(f"--format {fmt} needs -o FILE ({fmt.upper()} is binary)")
     if a.reveal and fmt != "json":
         raise SdcError("--reveal only applies to --format json")
@@ -131,7 +133,7 @@ def _cmd_figure(a: argparse.Namespace) -> int:
     from sdc.errors import SdcError
     from sdc.figures import figure
 
-    fmt = _format(a, ("json", "csv", "png", "html"), binary=("png",))
+    fmt = _format(a)
     opts = {}
     for o in a.option:
         key, eq, val = o.partition("=")
@@ -147,7 +149,7 @@ def _cmd_figure(a: argparse.Namespace) -> int:
 def _cmd_model(a: argparse.Namespace) -> int:
     from sdc.models import model
 
-    fmt = _format(a, ("json", "csv", "html"))
+    fmt = _format(a)
     mo = model(a.data, a.formula, family=a.family, unit=a.unit, policy=a.policy)
     out = {"json": lambda: json.dumps(mo.to_json(reveal=a.reveal), indent=1) + "\n", "csv": mo.to_csv,
            "html": lambda: mo.to_html() + "\n"}[fmt]()
@@ -158,7 +160,7 @@ def _cmd_table(a: argparse.Namespace) -> int:
     from sdc.errors import SdcError
     from sdc.table import table
 
-    fmt = _format(a, ("json", "csv", "html", "xlsx"), binary=("xlsx",))
+    fmt = _format(a)
     stat = a.stat or ("mean" if a.value else "count")
     t = table(a.data, rows=a.rows, cols=a.cols or (), value=a.value, stat=stat, unit=a.unit,
               hierarchy=a.hierarchy or None, policy=a.policy)
